@@ -1,0 +1,1 @@
+"""Benchmark harness behind ``hrnet-fast bench`` and ``benchmarks/``: timers, suites, reports."""

@@ -1,0 +1,26 @@
+"""Shared fixtures: every test starts from the default backend selection; `cuda` tests skip without a GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hrnet_fast
+from hrnet_fast.ops import backends
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _default_backend(monkeypatch):
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    hrnet_fast.set_backend(None)
+    yield
+    hrnet_fast.set_backend(None)

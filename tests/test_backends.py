@@ -1,0 +1,70 @@
+"""Backend selection: per call, per model, set_backend, the environment, auto; clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hrnet_fast
+from hrnet_fast import BackendUnavailableError, HRNet
+from hrnet_fast.nn import MultiResolutionFusion
+from hrnet_fast.ops import backends, known_backends, resolve_backend, upsample_sum
+
+UNAVAILABLE = [name for name, why in hrnet_fast.backend_status().items() if why is not None]
+
+
+def test_reference_is_always_available_and_every_other_backend_says_why_not():
+    status = hrnet_fast.backend_status()
+    assert set(status) == set(known_backends()) == {"reference", "triton", "cuda", "cpu"}
+    assert status["reference"] is None
+    assert "reference" in hrnet_fast.available_backends("cpu")
+    for name in UNAVAILABLE:
+        assert isinstance(status[name], str) and status[name]
+
+
+def test_selection_precedence_call_then_set_backend_then_environment(monkeypatch):
+    cpu = torch.device("cpu")
+    assert hrnet_fast.get_backend() == "auto"
+    assert resolve_backend(None, cpu) in hrnet_fast.available_backends("cpu")
+    monkeypatch.setenv(backends.ENV_VAR, "reference")
+    assert hrnet_fast.get_backend() == "reference"
+    hrnet_fast.set_backend("auto")
+    assert hrnet_fast.get_backend() == "auto"
+    hrnet_fast.set_backend("reference")
+    assert resolve_backend(None, cpu) == "reference"
+    hrnet_fast.set_backend(None)
+    assert hrnet_fast.get_backend() == "reference"  # the environment again
+
+
+def test_unknown_backend_names_are_rejected_everywhere(monkeypatch):
+    with pytest.raises(ValueError, match="unknown backend 'fast'.*reference"):
+        hrnet_fast.set_backend("fast")
+    with pytest.raises(ValueError, match="unknown backend 'fast'"):
+        HRNet("w18_small_v1", backend="fast")
+    with pytest.raises(ValueError, match="unknown backend 'fast'"):
+        upsample_sum(torch.randn(1, 2, 4, 4), backend="fast")
+    monkeypatch.setenv(backends.ENV_VAR, "fast")
+    with pytest.raises(ValueError, match=r"from \$HRNET_FAST_BACKEND"):
+        hrnet_fast.get_backend()
+
+
+@pytest.mark.skipif(not UNAVAILABLE, reason="every backend is available here")
+@pytest.mark.parametrize("name", UNAVAILABLE)
+def test_unavailable_backend_raises_with_the_reason(name):
+    reason = hrnet_fast.backend_status()[name]
+    with pytest.raises(BackendUnavailableError, match=f"backend '{name}' is not available: .*{reason[:20]}"):
+        hrnet_fast.set_backend(name)
+    with pytest.raises(BackendUnavailableError):
+        HRNet("w18_small_v1", backend=name)
+    with pytest.raises(BackendUnavailableError):
+        upsample_sum(torch.randn(1, 2, 4, 4), backend=name)
+
+
+def test_model_backend_reaches_every_fusion_module():
+    model = HRNet("w18_small_v1", head="seg", backend="reference")
+    fusions = [m for m in model.modules() if isinstance(m, MultiResolutionFusion)]
+    assert fusions and {f.backend for f in fusions} == {"reference"}
+    model.backend = None
+    assert {f.backend for f in fusions} == {None}
+    with pytest.raises(ValueError, match="unknown backend"):
+        model.backend = "nope"

@@ -1,0 +1,104 @@
+"""The contract every fused backend fills: two custom ops per op with the shared schemas, registered
+through ``register_fused``. Here the ops wrap the reference, so these tests check the contract
+itself (fake shapes and layouts, the autograd formula, opcheck, torch.compile) once for all backends.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+# The op modules, not the functions of the same name that hrnet_fast.ops re-exports.
+sum_mod = importlib.import_module("hrnet_fast.ops.upsample_sum")
+concat_mod = importlib.import_module("hrnet_fast.ops.upsample_concat")
+
+NS = "hrnet_fast_contract_test"
+
+
+def _fresh(out, inputs):
+    return out.clone() if any(out is t for t in inputs) else out
+
+
+def _define():
+    lib = torch.library.Library(NS, "FRAGMENT")
+    lib.define("upsample_sum" + sum_mod.FORWARD_SCHEMA)
+    lib.define("upsample_sum_backward" + sum_mod.BACKWARD_SCHEMA)
+    lib.define("upsample_concat" + concat_mod.FORWARD_SCHEMA)
+    lib.define("upsample_concat_backward" + concat_mod.BACKWARD_SCHEMA)
+    lib.impl(
+        "upsample_sum",
+        lambda base, same, low, *a: _fresh(sum_mod.upsample_sum_reference(base, same, low, *a), [base]),
+        "CompositeExplicitAutograd",
+    )
+    lib.impl("upsample_sum_backward", sum_mod.upsample_sum_backward_reference, "CompositeExplicitAutograd")
+    lib.impl("upsample_concat", concat_mod.upsample_concat_reference, "CompositeExplicitAutograd")
+    lib.impl(
+        "upsample_concat_backward", concat_mod.upsample_concat_backward_reference, "CompositeExplicitAutograd"
+    )
+    sum_mod.register_fused(f"{NS}::upsample_sum", f"{NS}::upsample_sum_backward")
+    concat_mod.register_fused(f"{NS}::upsample_concat", f"{NS}::upsample_concat_backward")
+    return lib
+
+
+_LIB = _define()
+OPS = getattr(torch.ops, NS)
+
+CASES = [
+    ("nearest", False, True, (1, 4, 9, 7), [(5, 4), (3, 2)], 1),
+    ("bilinear", False, True, (2, 3, 16, 12), [(8, 6)], 0),
+    ("bilinear", True, False, (1, 2, 7, 5), [(4, 3), (2, 2), (1, 1)], 2),
+]
+
+
+def _sum_inputs(shape, low_hw, num_same, fmt, dtype=torch.float64):
+    n, c = shape[:2]
+    make = lambda s: torch.randn(s, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()  # noqa: E731
+    return make(shape), [make(shape) for _ in range(num_same)], [make((n, c, *hw)) for hw in low_hw]
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize(("mode", "ac", "relu", "shape", "low_hw", "num_same"), CASES)
+def test_upsample_sum_contract_gradients_and_opcheck(mode, ac, relu, shape, low_hw, num_same, fmt):
+    base, same, low = _sum_inputs(shape, low_hw, num_same, fmt)
+    out = OPS.upsample_sum(base, same, low, mode, ac, relu)
+    ref = sum_mod.upsample_sum_reference(base, same, low, mode, ac, relu)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, [base, *same, *low], g)
+    want = torch.autograd.grad(ref, [base, *same, *low], g)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.library.opcheck(OPS.upsample_sum.default, (base, same, low, mode, ac, relu))
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("ac", [False, True])
+def test_upsample_concat_contract_gradients_and_opcheck(ac, fmt):
+    xs = [
+        torch.randn(s, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+        for s in [(2, 3, 11, 9), (2, 4, 6, 5), (2, 2, 3, 3)]
+    ]
+    out = OPS.upsample_concat(xs, "bilinear", ac)
+    ref = concat_mod.upsample_concat_reference(xs, "bilinear", ac)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, xs, g), torch.autograd.grad(ref, xs, g), strict=True):
+        torch.testing.assert_close(a, b)
+    torch.library.opcheck(OPS.upsample_concat.default, (xs, "bilinear", ac))
+
+
+def test_contract_ops_compile_with_no_graph_break():
+    def f(base, low, xs):
+        return (
+            OPS.upsample_sum(base, [], low, "nearest", False, True).sum()
+            + OPS.upsample_concat(xs, "bilinear", False).sum()
+        )
+
+    base, _, low = _sum_inputs((1, 2, 8, 8), [(4, 4)], 0, torch.contiguous_format, torch.float32)
+    xs = [torch.randn(1, 2, 8, 8, requires_grad=True), torch.randn(1, 3, 4, 4, requires_grad=True)]
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(base, low, xs), f(base, low, xs))
+    compiled(base, low, xs).backward()
+    assert base.grad is not None and low[0].grad is not None and xs[1].grad is not None
