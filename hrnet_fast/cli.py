@@ -1,19 +1,17 @@
 """The ``hrnet-fast`` command.
 
-hrnet-fast bench [--arch w32] [--head pose] [--batch 1] [--size 256x192] [--dtype float32]
-                 [--device auto] [--backend NAME ...]
+hrnet-fast bench   time HRNet and its fusion ops per backend against the reference, side by side
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 import torch
 
-from .bench.models import bench_model
-from .bench.report import table
+from .bench import report, results, suites
+from .bench.timer import copy_bandwidth
 from .models import ARCHS, HEADS
 from .ops import known_backends
 
@@ -24,70 +22,128 @@ def _size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"size must look like 256x192 (height x width), got {text!r}"
-        ) from None
+        raise argparse.ArgumentTypeError(f"size must look like 256x192 (height x width), got {text!r}") from None
     if h < 1 or w < 1:
         raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
     return h, w
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _device(text: str) -> torch.device:
     if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(text)
+    device = torch.device(text)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"hrnet-fast: --device {text}: this machine has no CUDA GPU")
+    return device
 
 
-def _progress(message: str) -> None:
-    print(f"  ... {message}", file=sys.stderr, flush=True)
+class Progress:
+    """One overwritten status line on stderr: [step/total] what is running."""
+
+    def __init__(self, total: int):
+        self.total, self.step = total, 0
+
+    def __call__(self, message: str) -> None:
+        self.step += 1
+        print(f"\r\033[K[{self.step}/{self.total}] {message}", end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     device = _device(args.device)
-    h, w = args.size
-    print(f"HRNet-{args.arch} {args.head}, batch {args.batch}, {h}x{w}, {args.dtype}, on {device}")
-    results = bench_model(
-        args.arch,
-        args.head,
-        batch=args.batch,
-        size=args.size,
-        dtype=DTYPES[args.dtype],
-        device=device,
-        backends=args.backend,
-        warmup=args.warmup,
-        iters=args.iters,
-        progress=_progress,
+    cuda = device.type == "cuda"
+    batch = args.batch or (32 if cuda else 8)
+    backends = args.backend or suites.default_backends(device)
+    if args.compile:
+        backends = [*backends, suites.COMPILE]
+    op_settings = suites.Settings(
+        device, DTYPES[args.dtype], args.channels_last, warmup=3, iters=args.iters or (50 if cuda else 10)
     )
-    columns = [
-        ("backend", "backend", "s"),
-        ("ms", "ms/batch", ".2f"),
-        ("img_per_s", "img/s", ".1f"),
-        ("speedup", "vs reference", ".2f"),
-        ("max_abs_err", "max |err|", ".2e"),
-    ]
-    print(table([dataclasses.asdict(r) for r in results], columns))
+    model_settings = suites.Settings(
+        device, DTYPES[args.dtype], args.channels_last, warmup=3 if cuda else 1, iters=args.iters or (20 if cuda else 5)
+    )
+    per_case = len(dict.fromkeys(["reference", *backends]))
+    progress = Progress(per_case * (("ops" in args.suite) * 3 + ("model" in args.suite)) + 1)
+
+    progress("copy bandwidth")
+    copy_bw = copy_bandwidth(device)
+    found: list[suites.Result] = []
+    common = {"backends": backends, "progress": progress}
+    if "ops" in args.suite:
+        for mode in ("nearest", "bilinear"):
+            found += suites.bench_fusion_sums(
+                args.arch, args.size, batch, op_settings, mode=mode, copy_bw=copy_bw, **common
+            )
+        found += suites.bench_seg_concat(args.arch, args.size, batch, op_settings, copy_bw=copy_bw, **common)
+    if "model" in args.suite:
+        found += suites.bench_model(args.arch, args.head, args.size, batch, model_settings, **common)
+    progress.done()
+
+    meta = results.environment(device, args.argv) | {"copy_gb_per_s": copy_bw / 1e9}
+    print(f"{meta['device_name']} ({device}), torch {meta['torch']}, triton {meta['triton']}, {meta['date']}")
+    print(f"copy bandwidth (read + write) measured in this run: {copy_bw / 1e9:.1f} GB/s\n")
+    print(report.render(found))
+    if args.json:
+        results.save_json(args.json, found, meta)
+        print(f"\nresults written to {args.json}")
+    if args.plot:
+        report.plot(found, args.plot)
+        print(f"speedup chart written to {args.plot}")
+    if args.compare:
+        _, old = results.load_json(args.compare)
+        regressions, matched = results.compare(old, found)
+        print(f"\ncompared with {args.compare}: {matched} results in both runs, {len(regressions)} regressions")
+        for r in regressions:
+            print(f"  REGRESSION {r}")
+        return 1 if regressions else 0
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hrnet-fast", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    bench = sub.add_parser("bench", help="time HRNet per backend against the reference")
+def add_bench_command(sub) -> None:
+    bench = sub.add_parser(
+        "bench",
+        help="time HRNet and its fusion ops per backend against the reference",
+        description="Side-by-side timings of every available backend against the reference "
+        "(and torch.compile of it with --compile): the stage-4 fusion ops at the arch's real shapes, "
+        "and a whole model forward. Errors are against the reference's output.",
+    )
     bench.add_argument("--arch", default="w32", choices=list(ARCHS))
     bench.add_argument("--head", default="pose", choices=list(HEADS))
-    bench.add_argument("--batch", type=int, default=1)
+    bench.add_argument("--batch", type=_positive, help="default: 32 on CUDA, 8 on CPU")
     bench.add_argument("--size", type=_size, default=(256, 192), help="input HxW (default 256x192)")
     bench.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    bench.add_argument("--channels-last", action="store_true", help="channels_last tensors and weights")
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     bench.add_argument("--backend", nargs="+", choices=list(known_backends()), help="default: all available")
-    bench.add_argument("--warmup", type=int, default=2)
-    bench.add_argument("--iters", type=int, default=5)
+    bench.add_argument("--compile", action="store_true", help="also time torch.compile(reference)")
+    bench.add_argument("--suite", nargs="+", choices=["ops", "model"], default=["ops", "model"])
+    bench.add_argument("--iters", type=_positive, help="timed calls per case (default by device and suite)")
+    bench.add_argument("--json", metavar="PATH", help="write the results and the environment as JSON")
+    bench.add_argument("--plot", metavar="PATH", help="write a PNG bar chart of the speedups (matplotlib)")
+    bench.add_argument("--compare", metavar="OLD.json", help="flag regressions beyond noise against a saved run")
     bench.set_defaults(func=cmd_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hrnet-fast", description=__doc__.strip().split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_bench_command(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv
     return args.func(args)
 
 

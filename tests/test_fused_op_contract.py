@@ -34,9 +34,7 @@ def _define():
     )
     lib.impl("upsample_sum_backward", sum_mod.upsample_sum_backward_reference, "CompositeExplicitAutograd")
     lib.impl("upsample_concat", concat_mod.upsample_concat_reference, "CompositeExplicitAutograd")
-    lib.impl(
-        "upsample_concat_backward", concat_mod.upsample_concat_backward_reference, "CompositeExplicitAutograd"
-    )
+    lib.impl("upsample_concat_backward", concat_mod.upsample_concat_backward_reference, "CompositeExplicitAutograd")
     sum_mod.register_fused(f"{NS}::upsample_sum", f"{NS}::upsample_sum_backward")
     concat_mod.register_fused(f"{NS}::upsample_concat", f"{NS}::upsample_concat_backward")
     return lib

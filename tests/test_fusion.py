@@ -31,9 +31,7 @@ def _branches(n, channels, h, w):
     return [torch.randn(n, c, h // 2**k, w // 2**k) for k, c in enumerate(channels)]
 
 
-@pytest.mark.parametrize(
-    ("mode", "align_corners"), [("nearest", False), ("bilinear", False), ("bilinear", True)]
-)
+@pytest.mark.parametrize(("mode", "align_corners"), [("nearest", False), ("bilinear", False), ("bilinear", True)])
 @pytest.mark.parametrize("num_outputs", [None, 1])
 def test_fusion_equals_the_official_composition(mode, align_corners, num_outputs):
     channels = (8, 16, 24, 32)

@@ -43,9 +43,7 @@ def test_every_arch_and_head_builds_with_official_output_shapes(arch, head):
     with torch.no_grad():
         out = model(x)
     outs = list(out) if isinstance(out, tuple) else [out]
-    assert [tuple(o.shape) for o in outs] == expected_shapes(
-        arch, head, 2, 90, 66, next(iter(kw.values()), 0)
-    )
+    assert [tuple(o.shape) for o in outs] == expected_shapes(arch, head, 2, 90, 66, next(iter(kw.values()), 0))
     assert all(torch.isfinite(o).all() for o in outs)
 
 

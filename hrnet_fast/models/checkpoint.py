@@ -49,9 +49,7 @@ class LoadReport:
     dropped: list[str] = field(default_factory=list)
 
 
-def read_state_dict(
-    src: str | os.PathLike | Mapping, map_location: str | torch.device = "cpu"
-) -> dict[str, Tensor]:
+def read_state_dict(src: str | os.PathLike | Mapping, map_location: str | torch.device = "cpu") -> dict[str, Tensor]:
     """A plain ``{key: tensor}`` dict from a path or a (possibly wrapped) mapping."""
     obj = src
     if isinstance(src, str | os.PathLike):
@@ -66,9 +64,7 @@ def read_state_dict(
                 f"(a state_dict of tensors is expected; load it yourself only if you trust the file): {exc}"
             ) from exc
         except Exception as exc:
-            raise CheckpointError(
-                f"could not read checkpoint {path} (corrupt or not a PyTorch file?): {exc}"
-            ) from exc
+            raise CheckpointError(f"could not read checkpoint {path} (corrupt or not a PyTorch file?): {exc}") from exc
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"a checkpoint must be a state_dict (a mapping), got {type(obj).__name__}")
     while wrapped := [k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)]:
@@ -162,11 +158,7 @@ def load_checkpoint(
         message = (
             f"checkpoint does not fit {what}:{hint}"
             + (_listing("shape mismatches", mismatched) if mismatched else "")
-            + (
-                _listing("missing keys (in the model, not in the checkpoint)", report.missing)
-                if report.missing
-                else ""
-            )
+            + (_listing("missing keys (in the model, not in the checkpoint)", report.missing) if report.missing else "")
             + (
                 _listing("unexpected keys (in the checkpoint, not in the model)", report.unexpected)
                 if report.unexpected
@@ -176,7 +168,5 @@ def load_checkpoint(
         raise CheckpointMismatchError(message, report.missing, report.unexpected, mismatched)
     model.load_state_dict(sd, strict=strict)
     if report.stripped_prefixes or report.dropped:
-        log.info(
-            "load_checkpoint: stripped prefixes %s, dropped %s", report.stripped_prefixes, report.dropped
-        )
+        log.info("load_checkpoint: stripped prefixes %s, dropped %s", report.stripped_prefixes, report.dropped)
     return report

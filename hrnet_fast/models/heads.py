@@ -105,14 +105,10 @@ class FeaturesHRNet(HRNet, head="features"):
 class HRFPN(nn.Module):
     """HRNetV2p neck: concat at the highest resolution, 1x1 reduction, pooled pyramid, 3x3 per level."""
 
-    def __init__(
-        self, in_channels: int, out_channels: int = 256, num_outs: int = 5, *, align_corners: bool = False
-    ):
+    def __init__(self, in_channels: int, out_channels: int = 256, num_outs: int = 5, *, align_corners: bool = False):
         super().__init__()
         self.reduction_conv = nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=1))
-        self.fpn_conv = nn.ModuleList(
-            nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in range(num_outs)
-        )
+        self.fpn_conv = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in range(num_outs))
         self.align_corners = align_corners
 
     def forward(self, xs: list[Tensor], backend: str | None = None) -> tuple[Tensor, ...]:
@@ -125,9 +121,7 @@ class HRFPN(nn.Module):
                 f"the v2p pyramid pools the 1/4-resolution map by up to {reach}, so it must be at least "
                 f"{reach}x{reach} (an input of at least {4 * reach}x{4 * reach}); got {tuple(out.shape[-2:])}"
             )
-        levels = [out] + [
-            F.avg_pool2d(out, kernel_size=2**i, stride=2**i) for i in range(1, len(self.fpn_conv))
-        ]
+        levels = [out] + [F.avg_pool2d(out, kernel_size=2**i, stride=2**i) for i in range(1, len(self.fpn_conv))]
         return tuple(conv(level) for conv, level in zip(self.fpn_conv, levels, strict=True))
 
 

@@ -66,9 +66,7 @@ class HighResolutionModule(nn.Module):
 
 
 def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
-    )
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
 def make_transition(pre: Sequence[int], cur: Sequence[int]) -> nn.ModuleList:
@@ -81,9 +79,7 @@ def make_transition(pre: Sequence[int], cur: Sequence[int]) -> nn.ModuleList:
         else:
             steps = i + 1 - len(pre)
             layers.append(
-                nn.Sequential(
-                    *(_conv_bn_relu(pre[-1], c if k == steps - 1 else pre[-1], 2) for k in range(steps))
-                )
+                nn.Sequential(*(_conv_bn_relu(pre[-1], c if k == steps - 1 else pre[-1], 2) for k in range(steps)))
             )
     return nn.ModuleList(layers)
 
@@ -194,9 +190,7 @@ class HRNet(nn.Module):
             raise ValueError(f"HRNet expects images of shape (N, 3, H, W), got {tuple(x.shape)}")
         w = self.conv1.weight
         if x.dtype != w.dtype and not (x.is_floating_point() and torch.is_autocast_enabled(x.device.type)):
-            raise TypeError(
-                f"input is {x.dtype} but the model's weights are {w.dtype}; cast one to the other"
-            )
+            raise TypeError(f"input is {x.dtype} but the model's weights are {w.dtype}; cast one to the other")
         if x.device != w.device:
             raise ValueError(f"input is on {x.device} but the model is on {w.device}")
 
@@ -209,8 +203,7 @@ class HRNet(nn.Module):
         for k in (1, 2, 3):
             transition = getattr(self, f"transition{k}")
             xs = [
-                xs[min(i, len(xs) - 1)] if t is None else t(xs[min(i, len(xs) - 1)])
-                for i, t in enumerate(transition)
+                xs[min(i, len(xs) - 1)] if t is None else t(xs[min(i, len(xs) - 1)]) for i, t in enumerate(transition)
             ]
             xs = getattr(self, f"stage{k + 1}")(xs)
         return xs

@@ -70,9 +70,7 @@ def _check_name(name: str, source: str) -> str:
         raise TypeError(f"{source} must be a backend name (str), got {type(name).__name__}")
     key = name.strip().lower()
     if key != AUTO and key not in _REGISTRY:
-        raise ValueError(
-            f"unknown backend {name!r} from {source}; choose one of {AUTO}, {', '.join(_REGISTRY)}"
-        )
+        raise ValueError(f"unknown backend {name!r} from {source}; choose one of {AUTO}, {', '.join(_REGISTRY)}")
     return key
 
 

@@ -30,12 +30,8 @@ def check_feature_maps(op: str, tensors: Sequence[tuple[str, Tensor]]) -> None:
         if not torch.is_floating_point(t):
             raise TypeError(f"{op}: {name} must be a floating-point tensor, got {t.dtype}")
         if t.dtype != first.dtype:
-            raise TypeError(
-                f"{op}: {name} is {t.dtype} but {first_name} is {first.dtype}; cast them to one dtype"
-            )
+            raise TypeError(f"{op}: {name} is {t.dtype} but {first_name} is {first.dtype}; cast them to one dtype")
         if t.device != first.device:
             raise ValueError(f"{op}: {name} is on {t.device} but {first_name} is on {first.device}")
         if t.shape[0] != first.shape[0]:
-            raise ValueError(
-                f"{op}: {name} has batch {t.shape[0]} but {first_name} has batch {first.shape[0]}"
-            )
+            raise ValueError(f"{op}: {name} has batch {t.shape[0]} but {first_name} has batch {first.shape[0]}")

@@ -11,9 +11,7 @@ from torch import Tensor
 
 def interpolate(x: Tensor, size: Sequence[int], mode: str, align_corners: bool) -> Tensor:
     """(N, C, h, w) -> (N, C, *size) exactly as ``F.interpolate(x, size=size, mode=mode, ...)``."""
-    return F.interpolate(
-        x, size=tuple(size), mode=mode, align_corners=align_corners if mode == "bilinear" else None
-    )
+    return F.interpolate(x, size=tuple(size), mode=mode, align_corners=align_corners if mode == "bilinear" else None)
 
 
 def interpolate_adjoint(grad: Tensor, in_hw: Sequence[int], mode: str, align_corners: bool) -> Tensor:

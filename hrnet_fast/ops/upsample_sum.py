@@ -30,13 +30,10 @@ from .interp import empty_like_layout, interpolate, interpolate_adjoint
 
 log = logging.getLogger(__name__)
 
-FORWARD_SCHEMA = (
-    "(Tensor base, Tensor[] same, Tensor[] low, str mode, bool align_corners, bool relu) -> Tensor"
-)
+FORWARD_SCHEMA = "(Tensor base, Tensor[] same, Tensor[] low, str mode, bool align_corners, bool relu) -> Tensor"
 # low_hw = [h_0, w_0, h_1, w_1, ...]: the low inputs' sizes, so backward need not keep them alive.
 BACKWARD_SCHEMA = (
-    "(Tensor grad, Tensor out, SymInt[] low_hw, str mode, bool align_corners, bool relu)"
-    " -> (Tensor, Tensor[])"
+    "(Tensor grad, Tensor out, SymInt[] low_hw, str mode, bool align_corners, bool relu) -> (Tensor, Tensor[])"
 )
 
 
@@ -122,9 +119,7 @@ def upsample_sum(
     )
     for k, t in enumerate(same):
         if t.shape != base.shape:
-            raise ValueError(
-                f"upsample_sum: same[{k}] has shape {tuple(t.shape)}, base has {tuple(base.shape)}"
-            )
+            raise ValueError(f"upsample_sum: same[{k}] has shape {tuple(t.shape)}, base has {tuple(base.shape)}")
     for k, t in enumerate(low):
         if t.shape[1] != base.shape[1]:
             raise ValueError(f"upsample_sum: low[{k}] has {t.shape[1]} channels, base has {base.shape[1]}")

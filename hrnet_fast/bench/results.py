@@ -1,0 +1,101 @@
+"""Benchmark results on disk (JSON) and the regression check between two runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .suites import Result
+
+NOISE_FLOOR = 0.10  # slowdowns under 10% are never flagged: run-to-run noise on shared machines
+
+
+def environment(device: torch.device, argv: Sequence[str]) -> dict:
+    """Where and with what a run was measured (``argv``: the hrnet-fast arguments)."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model()
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": str(device),
+        "device_name": name,
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "python": platform.python_version(),
+        "command": " ".join(["hrnet-fast", *argv]),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def save_json(path: str | os.PathLike, results: Sequence[Result], meta: dict) -> None:
+    with open(path, "w") as f:
+        json.dump({"meta": meta, "results": [dataclasses.asdict(r) for r in results]}, f, indent=1)
+
+
+def load_json(path: str | os.PathLike) -> tuple[dict, list[Result]]:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        return data["meta"], [Result(**r) for r in data["results"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a results file written by `hrnet-fast bench --json`: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Regression:
+    key: tuple[str, str, str]
+    old_ms: float
+    new_ms: float
+    allowed: float  # the relative slowdown this pair's noise allows
+
+    @property
+    def ratio(self) -> float:
+        return self.new_ms / self.old_ms
+
+    def __str__(self) -> str:
+        suite, case, backend = self.key
+        return (
+            f"{suite} {case} [{backend}]: {self.old_ms:.3f} -> {self.new_ms:.3f} ms "
+            f"({self.ratio:.2f}x, noise allows {1 + self.allowed:.2f}x)"
+        )
+
+
+def compare(old: Sequence[Result], new: Sequence[Result]) -> tuple[list[Regression], int]:
+    """Slowdowns beyond noise between runs, and how many results both runs have.
+
+    A result regresses when new/old time exceeds 1 + max(NOISE_FLOOR, 3 x the two runs' mean
+    interquartile spread): a planted 2x slowdown is caught, a few percent of wobble is not.
+    """
+    before = {r.key: r for r in old}
+    regressions, matched = [], 0
+    for r in new:
+        if r.key not in before:
+            continue
+        matched += 1
+        o = before[r.key]
+        allowed = max(NOISE_FLOOR, 3 * (o.spread + r.spread) / 2)
+        if r.ms > o.ms * (1 + allowed):
+            regressions.append(Regression(r.key, o.ms, r.ms, allowed))
+    return regressions, matched

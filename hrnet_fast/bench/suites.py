@@ -1,0 +1,223 @@
+"""Benchmark suites: the fusion ops and whole models, every backend side by side with the reference.
+
+Each result carries its time, the run's noise, the speedup over the reference measured in the same
+run, the largest deviation from the reference's output, and a throughput: GB/s (with the share of
+the device's copy bandwidth, also measured in the run) for ops, images/s for models. ``"compile"``
+in a backend list means ``torch.compile`` of the reference, the strongest plain-PyTorch peer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..models import HRNet
+from ..ops import available_backends, upsample_concat, upsample_concat_reference, upsample_sum, upsample_sum_reference
+from .shapes import SumShapes, concat_elements, concat_shapes, fusion_shapes
+from .timer import Rotation, Timing, time_fn
+
+COMPILE = "compile"  # torch.compile(reference) as a pseudo-backend
+
+
+@dataclass(frozen=True)
+class Result:
+    suite: str  # "op" or "model"
+    case: str
+    backend: str
+    ms: float
+    spread: float
+    speedup: float
+    max_abs_err: float
+    img_per_s: float | None = None
+    gb_per_s: float | None = None
+    pct_of_copy: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.suite, self.case, self.backend
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: torch.device
+    dtype: torch.dtype
+    channels_last: bool = False
+    warmup: int = 3
+    iters: int = 10
+
+    def tensor(self, shape: Sequence[int]) -> Tensor:
+        t = torch.randn(tuple(shape), device=self.device, dtype=self.dtype)
+        return t.contiguous(memory_format=torch.channels_last) if self.channels_last else t
+
+    def time(self, fn: Callable[[], object]) -> Timing:
+        return time_fn(fn, self.device, warmup=self.warmup, iters=self.iters)
+
+    @property
+    def label(self) -> str:
+        return f"{str(self.dtype).removeprefix('torch.')} {'channels_last' if self.channels_last else 'NCHW'}"
+
+
+def default_backends(device: torch.device) -> list[str]:
+    """Every backend available for ``device``, reference first."""
+    return ["reference"] + [b for b in available_backends(device) if b != "reference"]
+
+
+def max_abs_err(out, ref) -> float:
+    outs = out if isinstance(out, tuple | list) else (out,)
+    refs = ref if isinstance(ref, tuple | list) else (ref,)
+    return max(float((o.float() - r.float()).abs().max()) for o, r in zip(outs, refs, strict=True))
+
+
+def _compare(
+    suite: str,
+    case: str,
+    backends: Sequence[str],
+    run: Callable[[str], Callable[[], object]],
+    settings: Settings,
+    progress: Callable[[str], None] | None,
+    throughput: Callable[[float], dict],
+) -> list[Result]:
+    """Time ``run(backend)()`` for the reference and each backend; errors against the reference."""
+    results, ref_out, ref_s = [], None, None
+    for name in ["reference"] + [b for b in backends if b != "reference"]:
+        if progress:
+            progress(f"{suite} {case}: {name}")
+        fn = run(name)
+        with torch.inference_mode():
+            out = fn()
+            if ref_out is None:
+                ref_out = out
+            timing = settings.time(fn)
+        ref_s = ref_s or timing.median_s
+        results.append(
+            Result(
+                suite=suite,
+                case=case,
+                backend=name,
+                ms=timing.median_ms,
+                spread=timing.spread,
+                speedup=ref_s / timing.median_s,
+                max_abs_err=max_abs_err(out, ref_out),
+                **throughput(timing.median_s),
+            )
+        )
+    return results
+
+
+def sum_impl(backend: str) -> Callable:
+    if backend == COMPILE:
+        return torch.compile(upsample_sum_reference, dynamic=False)
+    return lambda base, same, low, mode, ac, relu: upsample_sum(
+        base, same, low, mode=mode, align_corners=ac, relu=relu, backend=backend
+    )
+
+
+def concat_impl(backend: str) -> Callable:
+    if backend == COMPILE:
+        return torch.compile(upsample_concat_reference, dynamic=False)
+    return lambda xs, mode, ac: upsample_concat(xs, mode=mode, align_corners=ac, backend=backend)
+
+
+def make_sum_inputs(shapes: Sequence[SumShapes], settings: Settings) -> list[tuple[Tensor, list[Tensor], list[Tensor]]]:
+    """Fresh random (base, same, low) operands for each upsample_sum call of a fusion step."""
+    return [
+        (
+            settings.tensor(s.base),
+            [settings.tensor(s.base) for _ in range(s.num_same)],
+            [settings.tensor(t) for t in s.low],
+        )
+        for s in shapes
+    ]
+
+
+def _op_throughput(nbytes: int, copy_bw: float | None) -> Callable[[float], dict]:
+    def throughput(seconds: float) -> dict:
+        bw = nbytes / seconds
+        return {"gb_per_s": bw / 1e9, "pct_of_copy": 100 * bw / copy_bw if copy_bw else None}
+
+    return throughput
+
+
+def bench_fusion_sums(
+    arch: str,
+    size: tuple[int, int],
+    batch: int,
+    settings: Settings,
+    *,
+    mode: str = "nearest",
+    align_corners: bool = False,
+    backends: Sequence[str] | None = None,
+    copy_bw: float | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Result]:
+    """A stage-4 fusion step's ``upsample_sum`` calls (one per output branch), at the arch's shapes."""
+    shapes: list[SumShapes] = fusion_shapes(arch, size, batch)
+    nbytes = sum(s.elements() for s in shapes) * settings.dtype.itemsize
+
+    rotation = Rotation(lambda: make_sum_inputs(shapes, settings), nbytes, settings.device)
+
+    def run(backend: str):
+        impl = sum_impl(backend)
+        return lambda: [impl(b, s, lo, mode, align_corners, True) for b, s, lo in rotation()]
+
+    ac = " align_corners" if align_corners else ""
+    case = f"upsample_sum {arch} stage4 {size[0]}x{size[1]} b{batch} {mode}{ac} {settings.label}"
+    names = backends or default_backends(settings.device)
+    return _compare("op", case, names, run, settings, progress, _op_throughput(nbytes, copy_bw))
+
+
+def bench_seg_concat(
+    arch: str,
+    size: tuple[int, int],
+    batch: int,
+    settings: Settings,
+    *,
+    align_corners: bool = False,
+    backends: Sequence[str] | None = None,
+    copy_bw: float | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Result]:
+    """The seg head's ``upsample_concat`` of the four stage-4 branches (bilinear)."""
+    shapes = concat_shapes(arch, size, batch)
+    nbytes = concat_elements(shapes) * settings.dtype.itemsize
+    rotation = Rotation(lambda: [settings.tensor(s) for s in shapes], nbytes, settings.device)
+
+    def run(backend: str):
+        impl = concat_impl(backend)
+        return lambda: impl(rotation(), "bilinear", align_corners)
+
+    case = f"upsample_concat {arch} seg {size[0]}x{size[1]} b{batch} {settings.label}"
+    names = backends or default_backends(settings.device)
+    return _compare("op", case, names, run, settings, progress, _op_throughput(nbytes, copy_bw))
+
+
+def bench_model(
+    arch: str,
+    head: str,
+    size: tuple[int, int],
+    batch: int,
+    settings: Settings,
+    *,
+    backends: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Result]:
+    """One eval-mode forward of ``HRNet(arch, head)`` on a random batch, per backend."""
+    model = HRNet(arch, head=head).eval().to(device=settings.device, dtype=settings.dtype)
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    x = settings.tensor((batch, 3, *size))
+
+    def run(backend: str):
+        if backend == COMPILE:
+            model.backend = "reference"
+            compiled = torch.compile(model, dynamic=False)
+            return lambda: compiled(x)
+        model.backend = backend
+        return lambda: model(x)
+
+    case = f"{head} {arch} {size[0]}x{size[1]} b{batch} {settings.label}"
+    names = backends or default_backends(settings.device)
+    return _compare("model", case, names, run, settings, progress, lambda s: {"img_per_s": batch / s})
