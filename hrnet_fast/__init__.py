@@ -5,7 +5,7 @@ model = HRNet("w32", head="pose")
 load_checkpoint(model, "pose_hrnet_w32_256x192.pth")
 """
 
-from .models import ARCHS, HEADS, CheckpointError, CheckpointMismatchError, HRNet, load_checkpoint
+from .models import ARCHS, HEADS, CheckpointError, CheckpointMismatchError, HRNet, load_checkpoint, optimize
 from .ops import BackendUnavailableError, available_backends, backend_status, get_backend, set_backend
 
 __version__ = "0.1.0"
@@ -21,5 +21,6 @@ __all__ = [
     "backend_status",
     "get_backend",
     "load_checkpoint",
+    "optimize",
     "set_backend",
 ]

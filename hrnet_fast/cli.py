@@ -63,29 +63,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cuda = device.type == "cuda"
     batch = args.batch or (32 if cuda else 8)
     backends = args.backend or suites.default_backends(device)
-    if args.compile:
-        backends = [*backends, suites.COMPILE]
+    op_backends = [*backends, suites.COMPILE] if args.compile else backends
+    model_backends = [*backends, *suites.model_peers(device, args.compile)]
     op_settings = suites.Settings(
         device, DTYPES[args.dtype], args.channels_last, warmup=3, iters=args.iters or (50 if cuda else 10)
     )
     model_settings = suites.Settings(
         device, DTYPES[args.dtype], args.channels_last, warmup=3 if cuda else 1, iters=args.iters or (20 if cuda else 5)
     )
-    per_case = len(dict.fromkeys(["reference", *backends]))
-    progress = Progress(per_case * (("ops" in args.suite) * 3 + ("model" in args.suite)) + 1)
+    steps = 1 + len(dict.fromkeys(["reference", *op_backends])) * 3 * ("ops" in args.suite)
+    progress = Progress(steps + len(dict.fromkeys(["reference", *model_backends])) * ("model" in args.suite))
 
     progress("copy bandwidth")
     copy_bw = copy_bandwidth(device)
     found: list[suites.Result] = []
-    common = {"backends": backends, "progress": progress}
+    ops = {"backends": op_backends, "progress": progress, "copy_bw": copy_bw}
     if "ops" in args.suite:
         for mode in ("nearest", "bilinear"):
-            found += suites.bench_fusion_sums(
-                args.arch, args.size, batch, op_settings, mode=mode, copy_bw=copy_bw, **common
-            )
-        found += suites.bench_seg_concat(args.arch, args.size, batch, op_settings, copy_bw=copy_bw, **common)
+            found += suites.bench_fusion_sums(args.arch, args.size, batch, op_settings, mode=mode, **ops)
+        found += suites.bench_seg_concat(args.arch, args.size, batch, op_settings, **ops)
     if "model" in args.suite:
-        found += suites.bench_model(args.arch, args.head, args.size, batch, model_settings, **common)
+        found += suites.bench_model(
+            args.arch, args.head, args.size, batch, model_settings, backends=model_backends, progress=progress
+        )
     progress.done()
 
     meta = results.environment(device, args.argv) | {"copy_gb_per_s": copy_bw / 1e9}
@@ -124,7 +124,11 @@ def add_bench_command(sub) -> None:
     bench.add_argument("--channels-last", action="store_true", help="channels_last tensors and weights")
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     bench.add_argument("--backend", nargs="+", choices=list(known_backends()), help="default: all available")
-    bench.add_argument("--compile", action="store_true", help="also time torch.compile(reference)")
+    bench.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time torch.compile of the reference (on CUDA also mode=reduce-overhead, with and without freezing)",
+    )
     bench.add_argument("--suite", nargs="+", choices=["ops", "model"], default=["ops", "model"])
     bench.add_argument("--iters", type=_positive, help="timed calls per case (default by device and suite)")
     bench.add_argument("--json", metavar="PATH", help="write the results and the environment as JSON")

@@ -14,12 +14,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..models import HRNet
+from ..models import HRNet, optimize
+from ..nn import CudaGraphCache
 from ..ops import available_backends, upsample_concat, upsample_concat_reference, upsample_sum, upsample_sum_reference
 from .shapes import SumShapes, concat_elements, concat_shapes, fusion_shapes
 from .timer import Rotation, Timing, time_fn
 
 COMPILE = "compile"  # torch.compile(reference) as a pseudo-backend
+COMPILE_RO = "compile-ro"  # torch.compile(reference, mode="reduce-overhead"): CUDA graphs
+COMPILE_RO_FREEZE = "compile-ro-freeze"  # the same with inductor freezing (folds BN): the strongest peer
+CUDA_GRAPH = "cuda-graph"  # the eager reference replayed as a CUDA graph
+OPTIMIZE = "optimize"  # hrnet_fast.optimize(): our inference engine
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,46 @@ def bench_seg_concat(
     return _compare("op", case, names, run, settings, progress, _op_throughput(nbytes, copy_bw))
 
 
+def _compiled(model: torch.nn.Module, x: Tensor, freezing: bool = False, **options) -> Callable[[], object]:
+    """torch.compile of the reference model, compiled (and, with freezing, frozen) by a first call."""
+    model.backend = "reference"
+    compiled = torch.compile(model, dynamic=False, **options)
+    with torch._inductor.config.patch(freezing=freezing), torch.inference_mode():
+        compiled(x)
+    return lambda: compiled(x)
+
+
+def _cuda_graph(model: torch.nn.Module, x: Tensor) -> Callable[[], object]:
+    model.backend = "reference"
+    graphs = CudaGraphCache(model)
+    return lambda: graphs(x)
+
+
+def _optimized(model: HRNet, x: Tensor) -> Callable[[], object]:
+    model.backend = None  # the engine picks the fastest available backend
+    engine = optimize(model, dtype=x.dtype, channels_last=x.is_contiguous(memory_format=torch.channels_last))
+    return lambda: engine(x)
+
+
+# Whole-model runners timed beside the backends: our engine and the plain-PyTorch peers.
+MODEL_RUNNERS: dict[str, Callable[[HRNet, Tensor], Callable[[], object]]] = {
+    OPTIMIZE: _optimized,
+    CUDA_GRAPH: _cuda_graph,
+    COMPILE: _compiled,
+    COMPILE_RO: lambda m, x: _compiled(m, x, mode="reduce-overhead"),
+    COMPILE_RO_FREEZE: lambda m, x: _compiled(m, x, freezing=True, mode="reduce-overhead"),
+}
+
+
+def model_peers(device: torch.device, compile: bool) -> list[str]:
+    """The runners worth timing on ``device``: the engine, CUDA graphs on CUDA, compile variants if asked."""
+    cuda = device.type == "cuda"
+    peers = [OPTIMIZE] + ([CUDA_GRAPH] if cuda else [])
+    if compile:
+        peers += [COMPILE, COMPILE_RO, COMPILE_RO_FREEZE] if cuda else [COMPILE]
+    return peers
+
+
 def bench_model(
     arch: str,
     head: str,
@@ -204,17 +249,16 @@ def bench_model(
     backends: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[Result]:
-    """One eval-mode forward of ``HRNet(arch, head)`` on a random batch, per backend."""
+    """One eval-mode forward of ``HRNet(arch, head)`` on a random batch per backend, and per runner
+    of :data:`MODEL_RUNNERS` named in ``backends``."""
     model = HRNet(arch, head=head).eval().to(device=settings.device, dtype=settings.dtype)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     x = settings.tensor((batch, 3, *size))
 
     def run(backend: str):
-        if backend == COMPILE:
-            model.backend = "reference"
-            compiled = torch.compile(model, dynamic=False)
-            return lambda: compiled(x)
+        if backend in MODEL_RUNNERS:
+            return MODEL_RUNNERS[backend](model, x)
         model.backend = backend
         return lambda: model(x)
 

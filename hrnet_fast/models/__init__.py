@@ -5,6 +5,7 @@ from .checkpoint import CheckpointError, CheckpointMismatchError, LoadReport, lo
 from .configs import ARCHS, ArchSpec, StageSpec, get_arch
 from .heads import ClsHRNet, FeaturesHRNet, PoseHRNet, SegHRNet, V2pHRNet
 from .hrnet import HighResolutionModule, HRNet
+from .optimize import OptimizedHRNet, optimize
 
 HEADS = tuple(HRNet.heads)
 
@@ -19,6 +20,7 @@ __all__ = [
     "HRNet",
     "HighResolutionModule",
     "LoadReport",
+    "OptimizedHRNet",
     "PoseHRNet",
     "SegHRNet",
     "StageSpec",
@@ -26,4 +28,5 @@ __all__ = [
     "get_arch",
     "heads",
     "load_checkpoint",
+    "optimize",
 ]

@@ -1,5 +1,7 @@
 """Modules built on the op surface: they decide *what* to compute, the ops decide *how*."""
 
+from .cuda_graph import CudaGraphCache
+from .folded import FoldedConv, fold_conv_bn
 from .fusion import MultiResolutionFusion
 
-__all__ = ["MultiResolutionFusion"]
+__all__ = ["CudaGraphCache", "FoldedConv", "MultiResolutionFusion", "fold_conv_bn"]

@@ -143,14 +143,28 @@ def validate_backend(name: str | None, source: str = "backend") -> str | None:
     return key
 
 
+def exporting() -> bool:
+    """True while ONNX export, TorchScript tracing or torch.export records the model: exported
+    graphs hold only standard ops, so every op then runs its reference composition."""
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
+@torch.compiler.assume_constant_result
+def requested_backend(name: str | None) -> str:
+    """What a call asks for: ``name``, else the global selection; ``"reference"`` while exporting."""
+    if exporting():
+        return "reference"
+    return get_backend() if name is None else _check_name(name, "backend=")
+
+
 @torch.compiler.assume_constant_result
 def resolve_backend(name: str | None, device: torch.device) -> str:
     """The backend to run a call on ``device``: explicit ``name``, else the global choice, else auto.
 
     Under ``torch.compile`` this runs once, at trace time: the graph keeps the backend it was
-    traced with (recompile after changing the selection).
+    traced with (recompile after changing the selection). While exporting it is ``"reference"``.
     """
-    key = get_backend() if name is None else _check_name(name, "backend=")
+    key = requested_backend(name)
     if key == AUTO:
         for candidate in _AUTO_ORDER.get(device.type, ()):
             if unavailable_reason(candidate) is None:

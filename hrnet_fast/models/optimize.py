@@ -1,0 +1,175 @@
+"""``optimize(model)``: an inference engine for a trained HRNet with the same outputs.
+
+What it does to a copy of the model (the original is left as it was):
+  - folds every BatchNorm into the conv before it and fuses each conv's epilogue into one library
+    call (bias + ReLU; bias + residual + ReLU at the end of BasicBlock/Bottleneck);
+  - casts weights to ``dtype`` and lays tensors out channels_last;
+  - on CUDA, replays a captured CUDA graph per input shape (the first call with a shape warms up
+    and captures; later calls replay), which removes HRNet's launch overhead.
+The fusion steps keep running through ``hrnet_fast.ops`` with the model's backend. On a CPU it
+folds and fuses (no graphs). Under ``torch.compile`` it runs the folded model as plain ops and
+lets the compiler fuse and graph them.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import CudaGraphCache, FoldedConv
+from .blocks import BasicBlock, Bottleneck
+from .hrnet import HRNet
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+class FoldedBasicBlock(nn.Module):
+    """BasicBlock with BN folded: conv1+ReLU, then conv2 + shortcut + ReLU in one call."""
+
+    def __init__(self, block: BasicBlock):
+        super().__init__()
+        self.conv1 = FoldedConv(block.conv1, block.bn1, relu=True)
+        self.conv2 = FoldedConv(block.conv2, block.bn2, relu=True)
+        self.downsample = fold_sequential(block.downsample) if block.downsample is not None else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.conv2(self.conv1(x), shortcut)
+
+
+class FoldedBottleneck(nn.Module):
+    """Bottleneck with BN folded: conv1+ReLU, conv2+ReLU, then conv3 + shortcut + ReLU in one call."""
+
+    def __init__(self, block: Bottleneck):
+        super().__init__()
+        self.conv1 = FoldedConv(block.conv1, block.bn1, relu=True)
+        self.conv2 = FoldedConv(block.conv2, block.bn2, relu=True)
+        self.conv3 = FoldedConv(block.conv3, block.bn3, relu=True)
+        self.downsample = fold_sequential(block.downsample) if block.downsample is not None else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.conv3(self.conv2(self.conv1(x)), shortcut)
+
+
+def _folded(module: nn.Module) -> nn.Module:
+    if isinstance(module, BasicBlock):
+        return FoldedBasicBlock(module)
+    if isinstance(module, Bottleneck):
+        return FoldedBottleneck(module)
+    if isinstance(module, nn.Sequential):
+        return fold_sequential(module)
+    fold_children_(module)
+    return module
+
+
+def fold_sequential(seq: nn.Sequential) -> nn.Sequential:
+    """Replace each Conv2d, BatchNorm2d[, ReLU] run with one FoldedConv; fold inside the rest."""
+    items, out, i = list(seq), [], 0
+    while i < len(items):
+        if isinstance(items[i], nn.Conv2d) and i + 1 < len(items) and isinstance(items[i + 1], nn.BatchNorm2d):
+            relu = i + 2 < len(items) and isinstance(items[i + 2], nn.ReLU)
+            out.append(FoldedConv(items[i], items[i + 1], relu))
+            i += 3 if relu else 2
+        else:
+            out.append(_folded(items[i]))
+            i += 1
+    return nn.Sequential(*out)
+
+
+def fold_children_(module: nn.Module) -> None:
+    """Fold, in place, every block and Conv-BN(-ReLU) run below ``module``."""
+    for name, child in module.named_children():
+        setattr(module, name, _folded(child))
+
+
+def fold_hrnet_(model: HRNet) -> HRNet:
+    """Fold a (copied) HRNet in place: the stem, every block, transition, fusion path and head."""
+    model.conv1 = FoldedConv(model.conv1, model.bn1, relu=True)
+    model.conv2 = FoldedConv(model.conv2, model.bn2, relu=True)
+    model.bn1, model.bn2, model.relu = nn.Identity(), nn.Identity(), nn.Identity()
+    for name, child in model.named_children():
+        if name not in ("conv1", "conv2", "bn1", "bn2", "relu"):
+            setattr(model, name, _folded(child))
+    return model
+
+
+class OptimizedHRNet(nn.Module):
+    """The inference engine :func:`optimize` returns; ``forward(x)`` gives the model's outputs.
+
+    Inputs are cast to the engine's dtype and layout (so float32 images can be passed as they are);
+    outputs come in the engine's dtype. Inference only: ``.train()`` raises.
+    """
+
+    def __init__(self, model: HRNet, dtype: torch.dtype, channels_last: bool, cuda_graph: bool):
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.cuda_graph = cuda_graph
+        self.graphs = CudaGraphCache(model)
+
+    @property
+    def head(self) -> str:
+        return self.model.head
+
+    @property
+    def arch(self):
+        return self.model.arch
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise RuntimeError("an optimize()d model is inference-only; train the original model instead")
+        return super().train(False)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.graphs.clear()  # captured graphs point at the old parameter storage
+        return super()._apply(fn, *args, **kwargs)
+
+    def forward(self, x: Tensor):
+        if not isinstance(x, Tensor) or x.dim() != 4:
+            raise ValueError(f"expected images (N, 3, H, W), got {getattr(x, 'shape', type(x).__name__)}")
+        x = x.to(dtype=self.dtype, memory_format=self.memory_format)
+        if self.cuda_graph and x.is_cuda and not torch.compiler.is_compiling():
+            return self.graphs(x)
+        with torch.no_grad():
+            return self.model(x)
+
+    def extra_repr(self) -> str:
+        channels_last = self.memory_format == torch.channels_last
+        return f"dtype={self.dtype}, channels_last={channels_last}, cuda_graph={self.cuda_graph}"
+
+
+def optimize(
+    model: HRNet,
+    *,
+    dtype: torch.dtype | None = None,
+    channels_last: bool = True,
+    cuda_graph: bool = True,
+    backend: str | None = None,
+) -> OptimizedHRNet:
+    """An inference engine with ``model``'s outputs: BN folded, fused conv epilogues, ``dtype``
+    weights (default: the model's), channels_last, and CUDA graphs per input shape on CUDA.
+
+    ``model`` must be an HRNet in eval mode (``model.eval()``); it is copied, never changed.
+    ``backend`` selects the fused-op backend of the copy (default: the model's own choice).
+    """
+    if not isinstance(model, HRNet):
+        raise TypeError(f"optimize() takes an hrnet_fast HRNet, got {type(model).__name__}")
+    training = [name or "the model" for name, m in model.named_modules() if m.training]
+    if training:
+        raise RuntimeError(
+            f"optimize() needs a model in eval mode (call model.eval() first); in train mode: {training[:3]}"
+        )
+    dtype = model.conv1.weight.dtype if dtype is None else dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype}")
+    folded = fold_hrnet_(copy.deepcopy(model))
+    if backend is not None:
+        folded.backend = backend
+    folded = folded.to(dtype=dtype)
+    if channels_last:
+        folded = folded.to(memory_format=torch.channels_last)
+    return OptimizedHRNet(folded.eval(), dtype, channels_last, cuda_graph)

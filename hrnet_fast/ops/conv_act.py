@@ -1,0 +1,79 @@
+"""``conv_bias_act``: a convolution with its epilogue (bias, optional residual add, optional ReLU) in
+one library call, for inference with BatchNorm folded into the weights.
+
+    out = act(conv2d(x, weight, bias, stride, padding) + residual)
+
+x: (N, C_in, H, W); weight: (C_out, C_in, k, k); bias: (C_out,); residual: None or (N, C_out, H', W')
+with the conv's output size; act is ReLU or the identity.
+
+Implementations: the vendor libraries' fused convolutions — oneDNN's ``mkldnn._convolution_pointwise``
+on the CPU (fp32, bf16), cuDNN's ``cudnn_convolution_relu`` / ``cudnn_convolution_add_relu`` on CUDA —
+and the reference composition (``F.conv2d`` + add + ReLU). The reference runs when the reference
+backend is selected, for export (ONNX, tracing), for combinations the libraries lack, and under
+``torch.compile``, which fuses these epilogues itself.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .backends import requested_backend
+
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+_CUDNN_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def conv_bias_act_reference(
+    x: Tensor, weight: Tensor, bias: Tensor, stride: int, padding: int, residual: Tensor | None, relu: bool
+) -> Tensor:
+    out = F.conv2d(x, weight, bias, stride, padding)
+    if residual is not None:
+        out = out + residual
+    return torch.relu(out) if relu else out
+
+
+def _onednn(x, weight, bias, stride, padding, residual, relu):
+    pad, st, dil = [padding, padding], [stride, stride], [1, 1]
+    unary = "relu" if relu else None
+    if residual is None:
+        return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, pad, st, dil, 1, unary or "none", [], None)
+    return torch.ops.mkldnn._convolution_pointwise.binary(
+        x, residual, weight, bias, pad, st, dil, 1, "add", None, unary, [], None
+    )
+
+
+def _cudnn(x, weight, bias, stride, padding, residual, relu):
+    st, pad, dil = [stride, stride], [padding, padding], [1, 1]
+    if residual is None:
+        return torch.cudnn_convolution_relu(x, weight, bias, st, pad, dil, 1)
+    return torch.cudnn_convolution_add_relu(x, weight, residual, 1.0, bias, st, pad, dil, 1)
+
+
+def _vendor(x: Tensor, residual: Tensor | None, relu: bool):
+    """The fused library call for these operands, or None where only the reference applies."""
+    if x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES and torch.backends.mkldnn.is_available():
+        return _onednn
+    if x.device.type == "cuda" and x.dtype in _CUDNN_DTYPES and relu and torch.backends.cudnn.is_available():
+        return _cudnn
+    return None
+
+
+def conv_bias_act(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    *,
+    stride: int = 1,
+    padding: int = 0,
+    residual: Tensor | None = None,
+    relu: bool = True,
+    backend: str | None = None,
+) -> Tensor:
+    """``act(conv2d(x, weight, bias, stride, padding) + residual)`` in one fused library call where one
+    exists; ``backend="reference"`` (or the global selection) forces the plain composition."""
+    impl = None
+    if requested_backend(backend) != "reference" and not torch.compiler.is_compiling():
+        impl = _vendor(x, residual, relu)
+    return (impl or conv_bias_act_reference)(x, weight, bias, stride, padding, residual, relu)

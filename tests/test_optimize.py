@@ -1,0 +1,180 @@
+"""optimize(): folded, fused inference engine with the model's outputs; compile and export paths."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hrnet_fast import HEADS, HRNet, optimize
+from hrnet_fast.nn import FoldedConv, fold_conv_bn
+from hrnet_fast.ops import backends, conv_bias_act, conv_bias_act_reference
+
+conv_act_mod = importlib.import_module("hrnet_fast.ops.conv_act")
+sum_mod = importlib.import_module("hrnet_fast.ops.upsample_sum")
+
+
+def trained_like(model: nn.Module) -> nn.Module:
+    """Non-trivial BatchNorm statistics and affine terms, as after training (fresh ones are identity)."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.2)
+    return model.eval()
+
+
+def _tuple(out):
+    return out if isinstance(out, tuple) else (out,)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_optimized_model_matches_the_reference_in_fp32(head):
+    model = trained_like(HRNet("w18_small_v1", head=head))
+    engine = optimize(model)
+    x = torch.randn(2, 3, 96, 72)
+    with torch.no_grad():
+        ref = _tuple(model(x))
+    out = _tuple(engine(x))
+    assert len(out) == len(ref)
+    for o, r in zip(out, ref, strict=True):
+        assert o.dtype == torch.float32 and o.shape == r.shape
+        torch.testing.assert_close(o, r, rtol=1e-5, atol=1e-5 * r.abs().max().item())
+
+
+def test_bf16_engine_error_is_within_twice_the_reference_implementations_own_bf16_error():
+    model = trained_like(HRNet("w18_small_v1", head="seg"))
+    x = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        exact = model.double()(x.double())
+        own = model.bfloat16()(x.bfloat16()).double()
+    model.float()
+    engine = optimize(model, dtype=torch.bfloat16)
+    out = engine(x)
+    assert out.dtype == torch.bfloat16
+    ours = (out.double() - exact).abs().mean().item()
+    theirs = (own - exact).abs().mean().item()
+    assert ours <= 2 * theirs, (ours, theirs)
+
+
+def test_optimize_copies_and_never_changes_the_original():
+    model = trained_like(HRNet("w18_small_v1", head="pose"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    engine = optimize(model, dtype=torch.bfloat16)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert isinstance(model.conv1, nn.Conv2d) and isinstance(engine.model.conv1, FoldedConv)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in engine.modules())
+    assert engine.head == "pose" and engine.arch.name == "w18_small_v1"
+
+
+def test_train_mode_is_refused_both_ways():
+    model = HRNet("w18_small_v1", head="pose")
+    with pytest.raises(RuntimeError, match=r"eval mode \(call model.eval\(\) first\)"):
+        optimize(model.train())
+    model.eval()
+    model.stage2[0].fuse_layers.train()
+    with pytest.raises(RuntimeError, match="stage2.0.fuse_layers"):
+        optimize(model)
+    engine = optimize(model.eval())
+    with pytest.raises(RuntimeError, match="inference-only"):
+        engine.train()
+    engine.eval()
+    with pytest.raises(TypeError, match="takes an hrnet_fast HRNet"):
+        optimize(nn.Conv2d(3, 3, 1))
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        optimize(model, dtype=torch.float64)
+
+
+def test_fold_conv_bn_equals_conv_then_eval_batchnorm():
+    conv = nn.Conv2d(6, 10, 3, 2, 1, bias=True)
+    bn = trained_like(nn.Sequential(nn.BatchNorm2d(10)))[0]
+    x = torch.randn(2, 6, 11, 9)
+    w, b = fold_conv_bn(conv, bn)
+    with torch.no_grad():
+        torch.testing.assert_close(F.conv2d(x, w, b, 2, 1), bn(conv(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("residual", "relu"), [(False, True), (True, True), (False, False), (True, False)])
+def test_fused_conv_epilogue_matches_the_composition(dtype, residual, relu):
+    x = torch.randn(2, 8, 13, 11, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(16, 8, 3, 3, dtype=dtype)
+    b = torch.randn(16, dtype=dtype)
+    r = torch.randn(2, 16, 7, 6, dtype=dtype).contiguous(memory_format=torch.channels_last) if residual else None
+    if torch.backends.mkldnn.is_available():
+        assert conv_act_mod._vendor(x, r, relu) is conv_act_mod._onednn
+    out = conv_bias_act(x, w, b, stride=2, padding=1, residual=r, relu=relu)
+    exact = conv_bias_act_reference(x.double(), w.double(), b.double(), 2, 1, None if r is None else r.double(), relu)
+    ref = conv_bias_act_reference(x, w, b, 2, 1, r, relu)
+    err, own = (out.double() - exact).abs().max(), (ref.double() - exact).abs().max()
+    assert err <= 2 * own + 1e-6, (err, own)
+
+
+def test_compiles_with_no_graph_break():
+    engine = optimize(trained_like(HRNet("w18_small_v1", head="seg")))
+    compiled = torch.compile(engine, fullgraph=True, backend="aot_eager")
+    x = torch.randn(1, 3, 64, 48)
+    torch.testing.assert_close(compiled(x), engine(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture
+def poisoned_cpu_backend(monkeypatch):
+    """Pretend a fused ``cpu`` backend exists whose kernel must never run (it raises)."""
+
+    def kernel(*args):
+        raise AssertionError("a fused kernel ran during export")
+
+    monkeypatch.setitem(backends._REGISTRY, "cpu", backends.Backend("cpu", ("cpu",), lambda: None, "poisoned"))
+    monkeypatch.setitem(sum_mod._IMPLS, "cpu", kernel)
+    backends.unavailable_reason.cache_clear()
+    yield
+    backends.unavailable_reason.cache_clear()
+
+
+def test_export_and_tracing_run_the_reference_ops(poisoned_cpu_backend, tmp_path):
+    model = trained_like(HRNet("w18_small_v1", head="pose", backend="cpu"))
+    x = torch.randn(1, 3, 64, 48)
+    with pytest.raises(AssertionError, match="fused kernel ran"):
+        model(x)
+    model.backend = "reference"
+    with torch.no_grad():
+        ref = model(x)
+    model.backend = "cpu"
+    traced = torch.jit.trace(model, x, check_trace=False)
+    torch.testing.assert_close(traced(x), ref)
+    torch.onnx.export(model, (x,), tmp_path / "pose.onnx", dynamo=False)
+    assert (tmp_path / "pose.onnx").stat().st_size > 1e6
+
+
+def test_onnx_export_of_hrnet_runs_in_onnxruntime(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model = trained_like(HRNet("w18_small_v1", head="pose"))
+    x = torch.randn(1, 3, 64, 48)
+    torch.onnx.export(model, (x,), tmp_path / "pose.onnx")
+    session = ort.InferenceSession(str(tmp_path / "pose.onnx"))
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(out), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.cuda
+def test_cuda_graphs_are_cached_per_shape_and_outputs_stay_valid():
+    model = trained_like(HRNet("w18_small_v1", head="pose")).cuda()
+    engine = optimize(model, dtype=torch.float16)
+    a, b = torch.randn(2, 3, 64, 48, device="cuda"), torch.randn(2, 3, 64, 48, device="cuda")
+    out_a = engine(a)
+    assert engine.graphs.num_graphs == 1
+    out_b = engine(b)
+    assert engine.graphs.num_graphs == 1
+    with torch.no_grad():
+        ref_a, ref_b = model.half()(a.half()), model(b.half())
+    torch.testing.assert_close(out_a, ref_a, rtol=2e-2, atol=2e-2)  # not overwritten by the later call
+    torch.testing.assert_close(out_b, ref_b, rtol=2e-2, atol=2e-2)
+    engine(torch.randn(1, 3, 96, 72, device="cuda"))
+    assert engine.graphs.num_graphs == 2
+    engine.float()
+    assert engine.graphs.num_graphs == 0
