@@ -100,3 +100,22 @@ def test_contract_ops_compile_with_no_graph_break():
     torch.testing.assert_close(compiled(base, low, xs), f(base, low, xs))
     compiled(base, low, xs).backward()
     assert base.grad is not None and low[0].grad is not None and xs[1].grad is not None
+
+
+def test_autocast_promotes_mixed_inputs_like_the_reference_composition():
+    base = torch.randn(1, 4, 8, 8, dtype=torch.bfloat16)
+    low = [torch.randn(1, 4, 4, 4)]
+    xs = [torch.randn(1, 2, 8, 8, dtype=torch.bfloat16), torch.randn(1, 3, 4, 4)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = sum_mod.upsample_sum_reference(base, [], low, "nearest", False, True)
+        out = OPS.upsample_sum(base, [], low, "nearest", False, True)
+        surface = sum_mod.upsample_sum(base, low=low)
+        cat = OPS.upsample_concat(xs, "bilinear", False)
+        cat_ref = concat_mod.upsample_concat_reference(xs, "bilinear", False)
+    assert ref.dtype == out.dtype == surface.dtype == torch.float32
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(surface, ref)
+    assert cat.dtype == cat_ref.dtype == torch.float32
+    torch.testing.assert_close(cat, cat_ref)
+    with pytest.raises(TypeError, match="cast them to one dtype"):
+        sum_mod.upsample_sum(base, low=low)  # outside autocast, mixed dtypes are an error

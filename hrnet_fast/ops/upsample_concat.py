@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .autocast import promote, register_autocast
 from .backends import resolve_backend
 from .checks import check_feature_maps, check_mode
 from .interp import empty_like_layout, interpolate, interpolate_adjoint
@@ -73,6 +74,7 @@ def register_fused(forward_op: str, backward_op: str) -> None:
         return grads, None, None
 
     torch.library.register_autograd(forward_op, backward, setup_context=_setup_context)
+    register_autocast(forward_op)
 
 
 _IMPLS: dict[str, Callable[..., Tensor]] = {"reference": upsample_concat_reference}
@@ -85,6 +87,8 @@ def upsample_concat(
     xs = list(xs)
     if not xs:
         raise ValueError("upsample_concat: needs at least one tensor")
+    if all(isinstance(t, Tensor) for t in xs):
+        xs = promote(xs)
     check_mode(mode, align_corners)
     check_feature_maps("upsample_concat", [(f"xs[{k}]", t) for k, t in enumerate(xs)])
     name = resolve_backend(backend, xs[0].device)

@@ -13,7 +13,8 @@ Backward, with g the output gradient and m = (out > 0) under ReLU (else 1):
 
 Fused backends implement the two custom ops of :data:`FORWARD_SCHEMA` and :data:`BACKWARD_SCHEMA`
 and call :func:`register_fused` once, which gives the forward op its fake (meta) implementation and
-its autograd formula, so ``torch.compile`` traces through it and ``opcheck`` passes.
+its autograd formula, so ``torch.compile`` traces through it and ``opcheck`` passes, and its
+autocast rule (mixed floating inputs promote, as for ``aten::add``; see :mod:`.autocast`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .autocast import promote, register_autocast
 from .backends import resolve_backend
 from .checks import check_feature_maps, check_mode
 from .interp import empty_like_layout, interpolate, interpolate_adjoint
@@ -89,6 +91,7 @@ def register_fused(forward_op: str, backward_op: str) -> None:
         return g, [g] * ctx.num_same, g_low, None, None, None
 
     torch.library.register_autograd(forward_op, backward, setup_context=_setup_context)
+    register_autocast(forward_op)
 
 
 _IMPLS: dict[str, Callable[..., Tensor]] = {"reference": upsample_sum_reference}
@@ -110,6 +113,9 @@ def upsample_sum(
     Returns a new (N, C, H, W) tensor of base's dtype on base's device.
     """
     same, low = list(same), list(low)
+    if all(isinstance(t, Tensor) for t in [base, *same, *low]):
+        base, *rest = promote([base, *same, *low])
+        same, low = rest[: len(same)], rest[len(same) :]
     check_mode(mode, align_corners)
     check_feature_maps(
         "upsample_sum",
