@@ -16,6 +16,7 @@ from .bench.models import bench_model
 from .bench.report import table
 from .models import ARCHS, HEADS
 from .ops import known_backends
+from .pose.cli import add_commands as add_pose_commands
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=2)
     bench.add_argument("--iters", type=int, default=5)
     bench.set_defaults(func=cmd_bench)
+    add_pose_commands(sub)
     return parser
 
 

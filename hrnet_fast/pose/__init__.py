@@ -17,9 +17,12 @@ from .coco import (
     write_results,
 )
 from .decode import decode_heatmaps
+from .draw import draw_poses
 from .errors import PoseInputError
 from .flip import flip_test
+from .model import load_pose_model
 from .nms import oks_nms, rescore
+from .pipeline import PoseEstimator, Poses, rescore_and_suppress
 from .preprocess import ImageReadError, read_image
 from .skeleton import FLIP_PAIRS, KEYPOINT_NAMES, OKS_SIGMAS, SKELETON
 
@@ -30,17 +33,22 @@ __all__ = [
     "SKELETON",
     "STAT_NAMES",
     "ImageReadError",
+    "PoseEstimator",
     "PoseInputError",
+    "Poses",
     "box_to_center_scale",
     "decode_heatmaps",
+    "draw_poses",
     "evaluate_keypoints",
     "flip_test",
     "ground_truth_boxes",
     "keypoint_results",
     "load_detections",
     "load_keypoint_annotations",
+    "load_pose_model",
     "oks_nms",
     "read_image",
     "rescore",
+    "rescore_and_suppress",
     "write_results",
 ]
