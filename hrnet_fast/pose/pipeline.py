@@ -81,7 +81,7 @@ class PoseEstimator:
         return out.float()
 
     def _crops(self, key: Hashable, image: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        check_boxes(boxes, image.shape[-1], image.shape[-2], f"image {key}")
+        check_boxes(boxes, image.shape[-1], image.shape[-2], f"image {key}".rstrip())
         if len(boxes) == 0:
             h, w = self.input_size
             empty = torch.empty(0, 2, device=self.device)

@@ -2,7 +2,7 @@
 
 As in the official pipeline, images are read as RGB without applying EXIF orientation, each person
 box becomes a center/scale (:mod:`.boxes`), the crop is an affine warp to the model's input size
-(:mod:`.transforms`), and pixels are normalized as (x / 255 - mean) / std with ImageNet's statistics.
+(:mod:`.transforms`), and pixels x are normalized to (x / 255 - mean) / std with ImageNet's statistics.
 """
 
 from __future__ import annotations
@@ -65,22 +65,22 @@ def read_images(paths: Iterable, workers: int = 4) -> Iterator[tuple[object, Ten
             yield k, result(fut)
 
 
-def normalize(pixels: Tensor) -> Tensor:
-    """Pixels (N, 3, H, W) in [0, 255] -> (pixels / 255 - mean) / std per RGB channel."""
-    mean = pixels.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = pixels.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (pixels / 255.0 - mean) / std
-
-
 def person_crops(
     image: Tensor, boxes: Tensor, input_size: tuple[int, int], dtype: torch.dtype = torch.float32
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One image (3, H, W) uint8 and its person boxes (N, 4) xywh -> model inputs (N, 3, h, w) in
-    ``dtype``, centers (N, 2) and scales (N, 2), all on the image's device."""
+    ``dtype``, centers (N, 2) and scales (N, 2), all on the image's device.
+
+    The inputs are (crop / 255 - mean) / std, computed as crop(image / (255 std)) - mean / std: the
+    crop is linear and its zero border stays black, and the small image is scaled instead of the
+    larger batch of crops.
+    """
     if image.dim() != 3 or image.shape[0] != 3:
         raise PoseInputError(f"an image must be a (3, H, W) RGB tensor, got shape {tuple(image.shape)}")
     height, width = input_size
     boxes = boxes.to(device=image.device, dtype=torch.float32)
     center, scale = box_to_center_scale(boxes, width / height)
-    crops = affine_crop(image.float(), crop_matrices(center, scale, input_size), input_size)
-    return normalize(crops).to(dtype), center, scale
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
+    crops = affine_crop(image / (255.0 * std), crop_matrices(center, scale, input_size), input_size)
+    return (crops - mean / std).to(dtype), center, scale
