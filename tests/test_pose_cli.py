@@ -15,7 +15,7 @@ from hrnet_fast import HRNet
 from hrnet_fast.cli import main
 from hrnet_fast.pose import STAT_NAMES
 
-FAST = ["--size", "64x48", "--batch", "4", "--device", "cpu"]
+FAST = ["--size", "32x24", "--batch", "4", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_pose_eval_writes_results_and_the_ten_stats(dataset, checkpoint, tmp_pat
     args = [*_eval_args(dataset, checkpoint), "--boxes", str(dataset.boxes), *FAST, "--dark"]
     assert main([*args, "--out", str(out), "--stats", str(stats_path), "--workers", "2"]) == 0
     captured = capsys.readouterr()
-    assert "HRNet-w18_small_v1 pose, input 64x48" in captured.err and "4/4 images" in captured.err
+    assert "HRNet-w18_small_v1 pose, input 32x24" in captured.err and "4/4 images" in captured.err
     assert "COCO keypoint evaluation (pycocotools)" in captured.out and "AP (M)" in captured.out
     assert "index created" not in captured.out + captured.err  # pycocotools kept quiet
     stats = json.loads(stats_path.read_text())
