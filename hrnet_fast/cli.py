@@ -14,6 +14,7 @@ from .bench import report, results, suites
 from .bench.timer import copy_bandwidth
 from .models import ARCHS, HEADS
 from .ops import known_backends
+from .pose.cli import add_commands as add_pose_commands
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -138,9 +139,12 @@ def add_bench_command(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hrnet-fast", description=__doc__.strip().split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="hrnet-fast", description="HRNet with fused fusion kernels: benchmarks and pose estimation."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     add_bench_command(sub)
+    add_pose_commands(sub)
     return parser
 
 
