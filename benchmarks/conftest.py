@@ -32,11 +32,19 @@ def copy_bw() -> float:
 
 @pytest.fixture
 def record(request):
-    """``record(benchmark, backend, bytes=None, images=None, max_abs_err=...)`` after a benchmark ran."""
+    """``record(benchmark, backend, max_abs_err=..., nbytes=None, images=None, mem_mb=None)`` after a run."""
 
-    def _record(benchmark, backend: str, *, max_abs_err: float, nbytes: int | None = None, images: int | None = None):
+    def _record(
+        benchmark,
+        backend: str,
+        *,
+        max_abs_err: float,
+        nbytes: int | None = None,
+        images: int | None = None,
+        mem_mb: float | None = None,
+    ):
         median = benchmark.stats.stats.median
-        info = {"backend": backend, "max_abs_err": max_abs_err}
+        info = {"backend": backend, "max_abs_err": max_abs_err, "mem_mb": mem_mb}
         if nbytes is not None:
             info |= {"bytes": nbytes, "gb_per_s": nbytes / median / 1e9}
         if images is not None:
@@ -59,6 +67,7 @@ def pytest_terminal_summary(terminalreporter):
             "rate": r.get("gb_per_s", r.get("img_per_s")),
             "unit": "GB/s" if "gb_per_s" in r else "img/s",
             "speedup": ref[r["group"]] / r["ms"] if r["group"] in ref else None,
+            "mem_mb": r["mem_mb"],
             "max_abs_err": r["max_abs_err"],
         }
         for r in _RECORDS
@@ -70,6 +79,7 @@ def pytest_terminal_summary(terminalreporter):
         ("rate", "rate", ".1f"),
         ("unit", "", "s"),
         ("speedup", "vs reference", ".2f"),
+        ("mem_mb", "act. MB", ".0f"),
         ("max_abs_err", "max |err|", ".1e"),
     ]
     terminalreporter.write_sep("=", f"hrnet_fast benchmarks on {DEVICE}")

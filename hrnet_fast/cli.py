@@ -17,6 +17,11 @@ from .ops import known_backends
 from .pose.cli import add_commands as add_pose_commands
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# --train: (head, arch, input size, batch) per device kind; batches sized for the device.
+TRAIN_CASES = {
+    "cuda": [("pose", "w32", (256, 192), 64), ("seg", "w48", (512, 1024), 8)],
+    "cpu": [("pose", "w32", (256, 192), 4), ("seg", "w48", (256, 512), 1)],
+}
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -72,21 +77,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
     model_settings = suites.Settings(
         device, DTYPES[args.dtype], args.channels_last, warmup=3 if cuda else 1, iters=args.iters or (20 if cuda else 5)
     )
-    steps = 1 + len(dict.fromkeys(["reference", *op_backends])) * 3 * ("ops" in args.suite)
-    progress = Progress(steps + len(dict.fromkeys(["reference", *model_backends])) * ("model" in args.suite))
+    suites_run = ["train"] if args.train else args.suite
+    train_cases = TRAIN_CASES["cuda" if cuda else "cpu"]
+    steps = 1 + len(dict.fromkeys(["reference", *op_backends])) * 3 * ("ops" in suites_run)
+    steps += len(dict.fromkeys(["reference", *model_backends])) * ("model" in suites_run)
+    progress = Progress(
+        steps + len(dict.fromkeys(["reference", *backends])) * len(train_cases) * ("train" in suites_run)
+    )
 
     progress("copy bandwidth")
     copy_bw = copy_bandwidth(device)
     found: list[suites.Result] = []
     ops = {"backends": op_backends, "progress": progress, "copy_bw": copy_bw}
-    if "ops" in args.suite:
+    if "ops" in suites_run:
         for mode in ("nearest", "bilinear"):
             found += suites.bench_fusion_sums(args.arch, args.size, batch, op_settings, mode=mode, **ops)
         found += suites.bench_seg_concat(args.arch, args.size, batch, op_settings, **ops)
-    if "model" in args.suite:
+    if "model" in suites_run:
         found += suites.bench_model(
             args.arch, args.head, args.size, batch, model_settings, backends=model_backends, progress=progress
         )
+    if "train" in suites_run:
+        for head, arch, size, default_batch in train_cases:
+            found += suites.bench_train(
+                arch, head, size, args.batch or default_batch, model_settings, backends=backends, progress=progress
+            )
     progress.done()
 
     meta = results.environment(device, args.argv) | {"copy_gb_per_s": copy_bw / 1e9}
@@ -130,7 +145,13 @@ def add_bench_command(sub) -> None:
         action="store_true",
         help="also time torch.compile of the reference (on CUDA also mode=reduce-overhead, with and without freezing)",
     )
-    bench.add_argument("--suite", nargs="+", choices=["ops", "model"], default=["ops", "model"])
+    bench.add_argument("--suite", nargs="+", choices=["ops", "model", "train"], default=["ops", "model"])
+    bench.add_argument(
+        "--train",
+        action="store_true",
+        help="training steps (forward + backward + SGD) of pose W32 and seg W48 per backend, with "
+        "activation memory; --dtype float16/bfloat16 means autocast (weights stay float32)",
+    )
     bench.add_argument("--iters", type=_positive, help="timed calls per case (default by device and suite)")
     bench.add_argument("--json", metavar="PATH", help="write the results and the environment as JSON")
     bench.add_argument("--plot", metavar="PATH", help="write a PNG bar chart of the speedups (matplotlib)")

@@ -36,13 +36,23 @@ MODEL_COLUMNS = [
 ]
 
 
+TRAIN_COLUMNS = [
+    ("backend", "backend", "s"),
+    ("ms", "ms/step", ".2f"),
+    ("img_per_s", "img/s", ".1f"),
+    ("speedup", "vs reference", ".2f"),
+    ("mem_mb", "act. MB", ".0f"),
+    ("max_abs_err", "|loss diff|", ".1e"),
+]
+COLUMNS = {"op": OP_COLUMNS, "model": MODEL_COLUMNS, "train": TRAIN_COLUMNS}
+
+
 def render(results: Sequence[Result]) -> str:
     """One titled table per benchmark case, in the order measured."""
     blocks, cases = [], list(dict.fromkeys((r.suite, r.case) for r in results))
     for suite, case in cases:
         rows = [r.__dict__ for r in results if (r.suite, r.case) == (suite, case)]
-        columns = OP_COLUMNS if suite == "op" else MODEL_COLUMNS
-        blocks.append(f"{suite}: {case}\n{table(rows, columns)}")
+        blocks.append(f"{suite}: {case}\n{table(rows, COLUMNS[suite])}")
     return "\n\n".join(blocks)
 
 

@@ -17,6 +17,7 @@ from torch import Tensor
 from ..models import HRNet, optimize
 from ..nn import CudaGraphCache
 from ..ops import available_backends, upsample_concat, upsample_concat_reference, upsample_sum, upsample_sum_reference
+from .memory import step_memory_bytes
 from .shapes import SumShapes, concat_elements, concat_shapes, fusion_shapes
 from .timer import Rotation, Timing, time_fn
 
@@ -39,6 +40,7 @@ class Result:
     img_per_s: float | None = None
     gb_per_s: float | None = None
     pct_of_copy: float | None = None
+    mem_mb: float | None = None  # training: activation memory of one step (see bench.memory)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -85,13 +87,16 @@ def _compare(
     progress: Callable[[str], None] | None,
     throughput: Callable[[float], dict],
 ) -> list[Result]:
-    """Time ``run(backend)()`` for the reference and each backend; errors against the reference."""
+    """Time ``run(backend)()`` for the reference and each backend; errors against the reference.
+    Training suites' runners return (step, extra) pairs: ``step()`` gives the loss, ``extra`` more fields."""
     results, ref_out, ref_s = [], None, None
     for name in ["reference"] + [b for b in backends if b != "reference"]:
         if progress:
             progress(f"{suite} {case}: {name}")
-        fn = run(name)
-        with torch.inference_mode():
+        fn, extra = run(name), {}
+        if isinstance(fn, tuple):
+            fn, extra = fn
+        with torch.inference_mode(suite != "train"):
             out = fn()
             if ref_out is None:
                 ref_out = out
@@ -107,6 +112,7 @@ def _compare(
                 speedup=ref_s / timing.median_s,
                 max_abs_err=max_abs_err(out, ref_out),
                 **throughput(timing.median_s),
+                **extra,
             )
         )
     return results
@@ -265,3 +271,68 @@ def bench_model(
     case = f"{head} {arch} {size[0]}x{size[1]} b{batch} {settings.label}"
     names = backends or default_backends(settings.device)
     return _compare("model", case, names, run, settings, progress, lambda s: {"img_per_s": batch / s})
+
+
+def _loss_fn(head: str, out) -> Callable[[object], Tensor]:
+    """A loss of the head's usual kind against a fixed random target shaped like ``out``."""
+    if head in ("seg", "cls"):
+        classes = out.shape[1]
+        target = torch.randint(0, classes, (out.shape[0], *out.shape[2:]), device=out.device)
+        return lambda y: torch.nn.functional.cross_entropy(y.float(), target)
+    outs = out if isinstance(out, tuple) else (out,)
+    targets = [torch.randn_like(o, dtype=torch.float32) for o in outs]
+    return lambda y: sum(
+        torch.nn.functional.mse_loss(o.float(), t)
+        for o, t in zip(y if isinstance(y, tuple) else (y,), targets, strict=True)
+    )
+
+
+def bench_train(
+    arch: str,
+    head: str,
+    size: tuple[int, int],
+    batch: int,
+    settings: Settings,
+    *,
+    backends: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Result]:
+    """One training step (forward, backward, SGD step) per backend, from the same weights and batch.
+
+    Weights stay float32; a float16/bfloat16 ``settings.dtype`` means autocast to it (with a
+    GradScaler for float16). ``max_abs_err`` is the first step's loss difference from the reference
+    (every backend starts from the same weights); ``mem_mb`` the step's activation memory.
+    """
+    device = settings.device
+    amp = settings.dtype if settings.dtype != torch.float32 else None
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    initial = HRNet(arch, head=head).to(device=device, memory_format=memory_format).state_dict()
+    x = torch.randn(batch, 3, *size, device=device).contiguous(memory_format=memory_format)
+    with torch.no_grad():
+        loss_fn = _loss_fn(head, HRNet(arch, head=head).to(device).eval()(x))
+
+    def run(backend: str):
+        model = HRNet(arch, head=head, backend=backend).to(device=device, memory_format=memory_format).train()
+        model.load_state_dict(initial)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+        scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+
+        def forward() -> Tensor:
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                return scaler.scale(loss_fn(model(x)))
+
+        def step() -> Tensor:
+            opt.zero_grad(set_to_none=True)
+            loss = forward()
+            loss.backward()
+            scaler.step(opt)
+            scaler.update()
+            return loss.detach() / scaler.get_scale() if scaler.is_enabled() else loss.detach()
+
+        mem = step_memory_bytes(forward, device)  # forward + backward only: the weights stay initial
+        return step, {"mem_mb": mem / 2**20}
+
+    precision = f"autocast {str(amp).removeprefix('torch.')}" if amp else "float32"
+    case = f"{head} {arch} {size[0]}x{size[1]} b{batch} {precision} {settings.label.split()[-1]}"
+    names = backends or default_backends(device)
+    return _compare("train", case, names, run, settings, progress, lambda s: {"img_per_s": batch / s})

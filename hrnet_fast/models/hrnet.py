@@ -11,6 +11,7 @@ ceil(H / 2^(k+2)) x ceil(W / 2^(k+2)) and C * 2^k channels.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import MultiResolutionFusion
+from ..nn.checkpointing import checkpointed
 from ..ops.backends import validate_backend
 from ..ops.checks import check_mode
 from .blocks import BLOCKS, make_layer
@@ -105,6 +107,8 @@ class HRNet(nn.Module):
         align_corners: for bilinear upsampling; None: the official choice (False).
         backend: backend for the fused ops (see :func:`hrnet_fast.set_backend`); None follows the
             global choice. Settable later through ``model.backend = ...``.
+        checkpoint_stages: in training, keep only each stage's inputs for backward and recompute the
+            rest (activation checkpointing per stage; BatchNorm statistics are updated once).
         Head-specific keywords: ``num_joints`` (pose, 17), ``num_classes`` (seg 19, cls 1000),
         ``out_channels`` (v2p, 256).
 
@@ -137,6 +141,7 @@ class HRNet(nn.Module):
         upsample: str | None = None,
         align_corners: bool | None = None,
         backend: str | None = None,
+        checkpoint_stages: bool = False,
     ):
         super().__init__()
         if head is not None and head != self.head:
@@ -169,6 +174,7 @@ class HRNet(nn.Module):
             channels = cur
         self.widths = channels
         self._backend = backend
+        self.checkpoint_stages = checkpoint_stages
 
     @property
     def backend(self) -> str | None:
@@ -194,18 +200,26 @@ class HRNet(nn.Module):
         if x.device != w.device:
             raise ValueError(f"input is on {x.device} but the model is on {w.device}")
 
+    def _stage1(self, x: Tensor) -> list[Tensor]:
+        """The stem and ``layer1``: images -> [the 1/4-resolution branch]."""
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn2(self.conv2(x)))
+        return [self.layer1(x)]
+
+    def _stage(self, k: int, xs: list[Tensor]) -> list[Tensor]:
+        """``transition{k}`` then ``stage{k+1}`` (k = 1, 2, 3)."""
+        transition = getattr(self, f"transition{k}")
+        xs = [xs[min(i, len(xs) - 1)] if t is None else t(xs[min(i, len(xs) - 1)]) for i, t in enumerate(transition)]
+        return getattr(self, f"stage{k + 1}")(xs)
+
     def forward_features(self, x: Tensor) -> list[Tensor]:
         """Images (N, 3, H, W) -> the stage-4 branch outputs, highest resolution first."""
         self._check_input(x)
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.relu(self.bn2(self.conv2(x)))
-        xs = [self.layer1(x)]
+        checkpoint = self.checkpoint_stages and self.training and torch.is_grad_enabled()
+        run = functools.partial(checkpointed, owner=self) if checkpoint else lambda fn, *args: fn(*args)
+        xs = run(self._stage1, x)
         for k in (1, 2, 3):
-            transition = getattr(self, f"transition{k}")
-            xs = [
-                xs[min(i, len(xs) - 1)] if t is None else t(xs[min(i, len(xs) - 1)]) for i, t in enumerate(transition)
-            ]
-            xs = getattr(self, f"stage{k + 1}")(xs)
+            xs = run(self._stage, k, xs)
         return xs
 
     def extra_repr(self) -> str:
