@@ -1,4 +1,5 @@
-"""Model level: pose W32 256x192 and W48 384x288, seg W48, cls W18 at 224, per backend and batch."""
+"""Model level: pose W32 256x192 and W48 384x288, seg W48, cls W18 at 224, per backend and batch, beside
+optimize() and the plain-PyTorch peers (CUDA graphs; torch.compile default / reduce-overhead / freezing)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from conftest import BACKENDS, CLOCK, DEVICE, ON_GPU
 
 from hrnet_fast import HRNet
-from hrnet_fast.bench.suites import COMPILE, Settings, max_abs_err
+from hrnet_fast.bench.suites import COMPILE, MODEL_RUNNERS, Settings, max_abs_err, model_peers
 
 pytestmark = pytest.mark.benchmark(timer=CLOCK)
 
@@ -34,9 +35,9 @@ def _params():
         pytest.param(m, b, backend, id=f"{m[0]}-{m[1]}-b{b}-{backend}")
         for m in MODELS
         for b in BATCHES
-        for backend in BACKENDS
+        for backend in dict.fromkeys([*BACKENDS, *model_peers(DEVICE, compile=True)])
         if not (m[0] == "seg" and b == 128)  # 512x1024 at batch 128 is a training-sized memory footprint
-        and not (backend == COMPILE and not ON_GPU and m[1] != "w32")
+        and not (backend.startswith(COMPILE) and not ON_GPU and m[1] != "w32")
     ]
 
 
@@ -51,12 +52,13 @@ def test_model_forward(benchmark, record, model_case, batch, backend):
     with torch.inference_mode():
         model.backend = "reference"
         ref = model(x)
-        run = model
-        if backend == COMPILE:
-            run = torch.compile(model, dynamic=False)
-        else:
-            model.backend = backend
-        out = run(x)
+    if backend in MODEL_RUNNERS:
+        run = MODEL_RUNNERS[backend](model, x)
+    else:
+        model.backend = backend
+        run = lambda: model(x)  # noqa: E731
+    with torch.inference_mode():
+        out = run()
         benchmark.group = f"{head} {arch} {size[0]}x{size[1]} b{batch} {str(DTYPE)[6:]}"
-        benchmark.pedantic(lambda: run(x), rounds=ROUNDS, warmup_rounds=1)
+        benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1)
     record(benchmark, backend, images=batch, max_abs_err=max_abs_err(out, ref))
