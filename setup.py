@@ -10,6 +10,7 @@ nvcc is found), with the sources and flags of the just-in-time build in `hrnet_f
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -23,12 +24,12 @@ def _extension_build() -> dict:
     from torch.utils import cpp_extension
 
     spec = importlib.util.spec_from_file_location("_hrnet_fast_ext", HERE / "hrnet_fast" / "_ext.py")
-    ext = importlib.util.module_from_spec(spec)
+    ext = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ext)
     with_cuda = ext.cuda_toolchain_problem() is None
     if with_cuda:
         cpp_extension.CUDA_HOME = ext.cuda_home()
-    flags = ext.build_flags(with_cuda)
+    flags = ext.build_flags(with_cuda, native_cpu=False)
     kind = cpp_extension.CUDAExtension if with_cuda else cpp_extension.CppExtension
     library = kind(
         "hrnet_fast._C",

@@ -26,6 +26,7 @@ import hashlib
 import importlib
 import importlib.machinery
 import os
+import platform
 import re
 import shutil
 import sys
@@ -108,18 +109,33 @@ def _cuda_arch_flags() -> list[str]:
     return flags
 
 
-def build_flags(with_cuda: bool) -> dict[str, list[str]]:
-    """Compiler and linker flags, shared by the just-in-time and the ahead-of-time build."""
+def build_flags(with_cuda: bool, native_cpu: bool = True) -> dict[str, list[str]]:
+    """Compiler and linker flags. ``native_cpu`` tunes the CPU kernels for this machine's CPU (AVX2,
+    AVX-512: about 1.25x on the CPU op), for just-in-time builds, whose cache key names the CPU; the
+    ahead-of-time build passes False and stays portable."""
     flags = {"cxx": ["-O3", "-fopenmp", "-fvisibility=hidden"], "ldflags": ["-fopenmp"]}
+    if native_cpu:
+        flags["cxx"].append("-march=native")
     if with_cuda:
         flags["nvcc"] = ["-O3", "-Xcompiler=-fvisibility=hidden", *_cuda_arch_flags()]
     return flags
+
+
+def _host_cpu() -> str:
+    """This machine's CPU model and features, for the cache key of -march=native builds."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    return "\n".join(next((ln for ln in lines if ln.startswith(key)), "") for key in ("model name", "flags"))
 
 
 def _fingerprint(name: str, files: list[Path], flags: dict[str, list[str]], include_dirs: list[Path]) -> str:
     digest = hashlib.sha256()
     for part in (name, torch.__version__, str(torch.version.cuda), sys.version, repr(sorted(flags.items()))):
         digest.update(part.encode())
+    if "-march=native" in flags["cxx"]:
+        digest.update(_host_cpu().encode())
     tree = sorted(
         {p for d in include_dirs for p in d.rglob("*") if p.suffix in _SOURCE_SUFFIXES} | set(files)
     )

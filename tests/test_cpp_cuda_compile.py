@@ -50,8 +50,10 @@ def _run_all(commands: list[list[str]]) -> None:
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not found (PATH, /usr/local/bin)")
-def test_nvcc_compiles_the_kernels_for_sm90(tmp_path):
-    _run_all([[NVCC, "-arch=sm_90", "-O3", "-std=c++17", "-c", str(KERNELS), "-o", str(tmp_path / "k.o")]])
+def test_nvcc_compiles_the_kernels_for_sm90_with_the_build_flags(tmp_path):
+    flags = [*cpp_extension.COMMON_NVCC_FLAGS, "-std=c++20", *_ext.build_flags(with_cuda=True)["nvcc"]]
+    assert "-gencode=arch=compute_90,code=sm_90" in flags
+    _run_all([[NVCC, *flags, f"-I{_ext.SOURCE_DIR}", "-c", str(KERNELS), "-o", str(tmp_path / "k.o")]])
 
 
 @pytest.mark.skipif(_ext.cuda_home() is None, reason="no CUDA toolkit headers")

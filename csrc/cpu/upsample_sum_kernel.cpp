@@ -98,8 +98,8 @@ class WideRows {
  public:
   using A = acc_t<T>;
 
-  WideRows(const Rows<T, kChannelsLast>& src, const AxisTable<A>& x, int64_t w, int64_t v)
-      : src_(src), x_(x), w_(w), v_(v), slots_{std::vector<A>(w * v), std::vector<A>(w * v)} {}
+  WideRows(const Rows<T, kChannelsLast>& src, const AxisTable<A>& x, int64_t w)
+      : src_(src), x_(x), w_(w), slots_{std::vector<A>(w * src.values()), std::vector<A>(w * src.values())} {}
 
   // Row y of plane `plane`, interpolated along x; `keep` (a row returned before) stays valid.
   const A* get(int64_t plane, int64_t y, const A* keep = nullptr) {
@@ -112,16 +112,20 @@ class WideRows {
     keys_[i] = key;
     A* dst = slots_[i].data();
     const T* row = src_.row(plane, y);
-    const int64_t stride = src_.stride(), v = v_;
-    for (int64_t x = 0; x < w_; ++x) {
-      const T* left = row + x_.i0[x] * stride;
-      if (!x_.bilinear) {
-        for (int64_t c = 0; c < v; ++c) dst[x * v + c] = to_acc(left[c]);
-        continue;
+    const int64_t stride = src_.stride(), v = src_.values();  // NCHW: both 1 at compile time
+    const int32_t* i0 = x_.i0.data();
+    if (!x_.bilinear) {
+      for (int64_t x = 0; x < w_; ++x) {
+        for (int64_t c = 0; c < v; ++c) dst[x * v + c] = to_acc(row[i0[x] * stride + c]);
       }
-      const T* right = row + x_.i1[x] * stride;
-      const A wl = x_.w0[x], wr = x_.w1[x];
-      for (int64_t c = 0; c < v; ++c) dst[x * v + c] = wl * to_acc(left[c]) + wr * to_acc(right[c]);
+      return dst;
+    }
+    const int32_t* i1 = x_.i1.data();
+    const A *w0 = x_.w0.data(), *w1 = x_.w1.data();
+    for (int64_t x = 0; x < w_; ++x) {
+      for (int64_t c = 0; c < v; ++c) {
+        dst[x * v + c] = w0[x] * to_acc(row[i0[x] * stride + c]) + w1[x] * to_acc(row[i1[x] * stride + c]);
+      }
     }
     return dst;
   }
@@ -129,7 +133,7 @@ class WideRows {
  private:
   const Rows<T, kChannelsLast>& src_;
   const AxisTable<A>& x_;
-  int64_t w_, v_;
+  int64_t w_;
   std::vector<A> slots_[2];
   int64_t keys_[2] = {-1, -1};
 };
@@ -152,7 +156,7 @@ void sum_forward(const SumProblem& p) {
   at::parallel_for(0, rows, std::max<int64_t>(1, kRowGrain / n), [&](int64_t begin, int64_t end) {
     std::vector<A> acc(n);
     std::vector<WideRows<T, kChannelsLast>> wide;
-    for (size_t k = 0; k < low.size(); ++k) wide.emplace_back(low[k], low_x[k], w, v);
+    for (size_t k = 0; k < low.size(); ++k) wide.emplace_back(low[k], low_x[k], w);
     // Row pointers of the current plane: out, base, same[0], same[1], ...
     std::vector<T*> planes(2 + same.size());
     int64_t plane = -1, y = 0;
