@@ -6,8 +6,9 @@
 namespace hrnet_fast::cuda {
 namespace {
 
+// __grid_constant__: the body (the problem, up to ~2 KB) stays in the constant bank, never copied per thread.
 template <class Body>
-__global__ void __launch_bounds__(kBlock) run_body(const Body body) {
+__global__ void __launch_bounds__(kBlock) run_body(const __grid_constant__ Body body) {
   body(blockIdx.x, threadIdx.x);
 }
 

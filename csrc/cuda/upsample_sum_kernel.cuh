@@ -230,32 +230,36 @@ struct SumBody {
       }
       return;
     }
-    // NCHW: V consecutive elements of one sample, possibly across rows and channels
+    // NCHW: V consecutive elements of one sample, possibly across rows and channels; the source rows
+    // change only where the elements do.
     uint32_t c = q.c;
     int32_t y = q.y, x = q.x;
-    Taps<float> ty = taps(ay[k], y);
+    Taps<float> ty;
+    const T *top, *bottom;
+    auto source_rows = [&]() {
+      ty = taps(ay[k], y);
+      const T* plane = at<T>(m, q.n * m.sample_stride + c * m.channel_stride);
+      top = plane + int64_t{ty.i0} * m.w;
+      bottom = plane + int64_t{ty.i1} * m.w;
+    };
+    source_rows();
 #pragma unroll
-    for (int j = 0; j < V; ++j) {
+    for (int j = 0; j < V; ++j, ++x) {
       if (x == p.w) {
         x = 0;
         if (++y == p.h) {
           y = 0;
           ++c;
         }
-        ty = taps(ay[k], y);
+        source_rows();
       }
       const Taps<float> tx = taps(ax[k], x);
-      const T* plane = at<T>(m, q.n * m.sample_stride + c * m.channel_stride);
-      const float a = to_acc(plane[int64_t{ty.i0} * m.w + tx.i0]);
       if (!kBilinear) {
-        acc[j] += a;
+        acc[j] += to_acc(top[tx.i0]);
       } else {
-        const float b = to_acc(plane[int64_t{ty.i0} * m.w + tx.i1]);
-        const float cc = to_acc(plane[int64_t{ty.i1} * m.w + tx.i0]);
-        const float d = to_acc(plane[int64_t{ty.i1} * m.w + tx.i1]);
-        acc[j] += ty.w0 * (tx.w0 * a + tx.w1 * b) + ty.w1 * (tx.w0 * cc + tx.w1 * d);
+        acc[j] += ty.w0 * (tx.w0 * to_acc(top[tx.i0]) + tx.w1 * to_acc(top[tx.i1])) +
+                  ty.w1 * (tx.w0 * to_acc(bottom[tx.i0]) + tx.w1 * to_acc(bottom[tx.i1]));
       }
-      ++x;
     }
   }
 };
