@@ -10,7 +10,6 @@
 
 #include <limits>
 #include <string>
-#include <utility>
 
 namespace hrnet_fast {
 namespace {
@@ -104,7 +103,12 @@ MapRef map_ref(const at::Tensor& t, Layout layout) {
 
 // Where to compute an output the caller allocated: itself when the kernels can address it, else a
 // contiguous temporary to copy back (an input with an exotic dense stride order).
-std::pair<Layout, at::Tensor> writable(const at::Tensor& out) {
+struct Writable {
+  Layout layout;
+  at::Tensor tensor;
+};
+
+Writable writable(const at::Tensor& out) {
   const Layout layout = layout_of(out);
   MapRef unused;
   if (describe(out, layout, unused)) return {layout, out};
@@ -168,7 +172,9 @@ at::Tensor upsample_sum(const Kernels& kernels, const at::Tensor& base, at::Tens
   }
   at::Tensor out = at::empty_like(base);
   if (out.numel() == 0) return out;
-  auto [layout, target] = writable(out);
+  const Writable written = writable(out);
+  const Layout layout = written.layout;
+  const at::Tensor& target = written.tensor;
   const at::MemoryFormat format = format_of(layout);
   std::vector<at::Tensor> inputs;  // keeps re-laid-out inputs alive while the kernels run
   auto ref = [&](const at::Tensor& t) { return map_ref(inputs.emplace_back(t.contiguous(format)), layout); };
@@ -206,7 +212,9 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> upsample_sum_backward(
     for (auto& t : grad_low) t.zero_();
     return {g, grad_low};
   }
-  auto [layout, target] = writable(g);
+  const Writable written = writable(g);
+  const Layout layout = written.layout;
+  const at::Tensor& target = written.tensor;
   const at::Tensor grad_dense = grad.contiguous(format_of(layout));
   const at::Tensor out_dense = relu ? out.contiguous(format_of(layout)) : at::Tensor();
   kernels.mask(MaskProblem{dtype, grad.numel(), target.data_ptr(), grad_dense.const_data_ptr(),

@@ -30,6 +30,7 @@ import platform
 import re
 import shutil
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,12 +239,16 @@ class Loaded:
     cuda_problem: str | None  # why the loaded library has no CUDA kernels; None when it has them
 
 
+_load_lock = threading.Lock()
+
+
 def load() -> Loaded:
     """Load the library once per process (building it if needed); raises ExtensionBuildError, also
     on later calls, without building again."""
-    outcome = _load_once()
+    with _load_lock:
+        outcome = _load_once()
     if isinstance(outcome, ExtensionBuildError):
-        raise outcome
+        raise ExtensionBuildError(str(outcome)) from outcome.__cause__
     return outcome
 
 

@@ -35,31 +35,34 @@ def emulated_ops():
     return getattr(torch.ops, EMULATED)
 
 
+GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+DTYPES_OF = {"cpu": (torch.float64, *GPU_DTYPES), "cuda": GPU_DTYPES, "emulated-cuda": GPU_DTYPES}
+TARGETS = [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.cuda), pytest.param("emulated-cuda")]
+# Every target with every dtype its kernels take.
+TARGET_DTYPES = [
+    pytest.param(t.values[0], dtype, marks=t.marks, id=f"{t.values[0]}-{str(dtype).removeprefix('torch.')}")
+    for t in TARGETS
+    for dtype in DTYPES_OF[t.values[0]]
+]
+
+
 class Target:
     """Where a test runs: an op namespace, a device and the dtypes its kernels take."""
 
-    def __init__(self, name, ops, device, dtypes):
-        self.name, self.ops, self.device, self.dtypes = name, ops, torch.device(device), dtypes
+    def __init__(self, name, ops, device):
+        self.name, self.ops, self.device, self.dtypes = name, ops, torch.device(device), DTYPES_OF[name]
 
     def randn(self, shape, dtype, fmt=torch.contiguous_format, grad=False):
         t = torch.randn(shape, dtype=dtype, device=self.device).contiguous(memory_format=fmt)
         return t.requires_grad_(grad)
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("cpu"),
-        pytest.param("cuda", marks=pytest.mark.cuda),
-        pytest.param("emulated-cuda"),
-    ]
-)
+@pytest.fixture(params=TARGETS)
 def target(request):
-    gpu_dtypes = (torch.float32, torch.float16, torch.bfloat16)
     if request.param == "emulated-cuda":
-        return Target(request.param, request.getfixturevalue("emulated_ops"), "cpu", gpu_dtypes)
+        return Target(request.param, request.getfixturevalue("emulated_ops"), "cpu")
     _ext.load()
-    dtypes = (torch.float64, *gpu_dtypes) if request.param == "cpu" else gpu_dtypes
-    return Target(request.param, torch.ops.hrnet_fast, request.param, dtypes)
+    return Target(request.param, torch.ops.hrnet_fast, request.param)
 
 
 @pytest.fixture(autouse=True)
@@ -103,7 +106,6 @@ SUM_CASES = [
     ("bilinear", True, False, (3, 16, 8, 6), [(4, 3), (8, 6), (11, 9)], 0),
 ]
 FORMATS = [torch.contiguous_format, torch.channels_last]
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 
 def _sum_inputs(target, case, dtype, fmt, grad=False):
@@ -115,16 +117,10 @@ def _sum_inputs(target, case, dtype, fmt, grad=False):
     return base, same, low
 
 
-def _skip_unsupported(target, dtype):
-    if dtype not in target.dtypes:
-        pytest.skip(f"{target.name} kernels do not take {dtype}")
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(("target", "dtype"), TARGET_DTYPES, indirect=["target"])
 @pytest.mark.parametrize("fmt", FORMATS, ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("case", SUM_CASES, ids=["nearest", "bilinear", "bilinear-ac"])
 def test_upsample_sum_forward_and_backward_match_the_reference(target, case, fmt, dtype):
-    _skip_unsupported(target, dtype)
     mode, ac, relu = case[:3]
     base, same, low = _sum_inputs(target, case, dtype, fmt)
     out = target.ops.upsample_sum(base, same, low, mode, ac, relu)
@@ -163,11 +159,10 @@ def test_upsample_sum_gradients_equal_autograd_through_the_reference(target, cas
 CONCAT_SHAPES = [(2, 8, 11, 9), (2, 16, 6, 5), (2, 8, 3, 3), (2, 3, 17, 13)]
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(("target", "dtype"), TARGET_DTYPES, indirect=["target"])
 @pytest.mark.parametrize("fmt", FORMATS, ids=["nchw", "channels_last"])
 @pytest.mark.parametrize(("mode", "ac"), [("nearest", False), ("bilinear", False), ("bilinear", True)])
 def test_upsample_concat_forward_and_backward_match_the_reference(target, mode, ac, fmt, dtype):
-    _skip_unsupported(target, dtype)
     xs = [target.randn(s, dtype, fmt) for s in CONCAT_SHAPES]
     out = target.ops.upsample_concat(xs, mode, ac)
     assert_matches(
@@ -216,7 +211,7 @@ def test_opcheck(target, fmt):
 
 def test_batches_larger_than_one_launch_are_split(emulated_ops):
     """The emulation takes at most 4096 elements per launch: 5 samples of 1248 need two launches."""
-    target = Target("emulated-cuda", emulated_ops, "cpu", ())
+    target = Target("emulated-cuda", emulated_ops, "cpu")
     base, low = target.randn((5, 8, 13, 12), torch.float32), [target.randn((5, 8, 7, 6), torch.float32)]
     out = emulated_ops.upsample_sum(base, [], low, "nearest", False, True)
     torch.testing.assert_close(out, sum_mod.upsample_sum_reference(base, [], low, "nearest", False, True))
