@@ -10,8 +10,9 @@ when built with CUDA, a CUDA kernel; loading it also registers their fake implem
    newer than it;
 2. a just-in-time build (``torch.utils.cpp_extension`` + ninja) into ``<cache>/hrnet_fast_C-<hash>``,
    <cache> being ``$HRNET_FAST_CACHE_DIR``, else ``$XDG_CACHE_HOME/hrnet_fast``, else
-   ``~/.cache/hrnet_fast``, and <hash> covering the sources, the flags, torch and Python. It is built
-   once, with a one-line notice on stderr, and reused by every later process.
+   ``~/.cache/hrnet_fast``, and <hash> covering the sources, the flags, torch, Python and the CPU (the
+   CPU kernels are built with ``-march=native``). It is built once, with a one-line notice on
+   stderr, and reused by every later process.
 
 CUDA sources are compiled when torch has CUDA and nvcc is found. If that build fails, the CPU-only
 library is built and the ``cuda`` backend reports the compiler's error; if the CPU build fails too,
