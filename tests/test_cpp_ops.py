@@ -156,14 +156,16 @@ def test_upsample_sum_gradients_equal_autograd_through_the_reference(target, cas
         torch.testing.assert_close(a, b)
 
 
-CONCAT_SHAPES = [(2, 8, 11, 9), (2, 16, 6, 5), (2, 8, 3, 3), (2, 3, 17, 13)]
+CONCAT_SHAPES = [(2, 8, 11, 9), (2, 16, 6, 5), (2, 8, 3, 3), (2, 8, 17, 13)]  # 16-byte vectors fit
+ODD_CONCAT_SHAPES = [*CONCAT_SHAPES[:3], (2, 3, 17, 13)]  # 35 channels: value by value
 
 
 @pytest.mark.parametrize(("target", "dtype"), TARGET_DTYPES, indirect=["target"])
 @pytest.mark.parametrize("fmt", FORMATS, ids=["nchw", "channels_last"])
 @pytest.mark.parametrize(("mode", "ac"), [("nearest", False), ("bilinear", False), ("bilinear", True)])
-def test_upsample_concat_forward_and_backward_match_the_reference(target, mode, ac, fmt, dtype):
-    xs = [target.randn(s, dtype, fmt) for s in CONCAT_SHAPES]
+@pytest.mark.parametrize("shapes", [CONCAT_SHAPES, ODD_CONCAT_SHAPES], ids=["40-channels", "35-channels"])
+def test_upsample_concat_forward_and_backward_match_the_reference(target, shapes, mode, ac, fmt, dtype):
+    xs = [target.randn(s, dtype, fmt) for s in shapes]
     out = target.ops.upsample_concat(xs, mode, ac)
     assert_matches(
         out,
