@@ -45,13 +45,24 @@ def _not_in_this_version(name: str) -> Callable[[], str | None]:
     return probe
 
 
+def _extension_probe(device_type: str) -> Callable[[], str | None]:
+    """The C++ extension's kernels for ``device_type``; probing builds or loads it (never at import)."""
+
+    def probe() -> str | None:
+        from .. import _ext
+
+        return _ext.unavailable_reason(device_type)
+
+    return probe
+
+
 _REGISTRY: dict[str, Backend] = {
     b.name: b
     for b in (
         Backend("reference", None, _always, "PyTorch ops (the official composition), any device"),
         Backend("triton", ("cuda",), _not_in_this_version("Triton"), "fused Triton kernels, CUDA GPUs"),
-        Backend("cuda", ("cuda",), _not_in_this_version("CUDA C++"), "fused CUDA C++ kernels"),
-        Backend("cpu", ("cpu",), _not_in_this_version("CPU C++"), "fused C++/OpenMP kernels, CPU"),
+        Backend("cuda", ("cuda",), _extension_probe("cuda"), "fused CUDA C++ kernels"),
+        Backend("cpu", ("cpu",), _extension_probe("cpu"), "fused C++/OpenMP kernels, CPU"),
     )
 }
 

@@ -77,7 +77,16 @@ def register_fused(forward_op: str, backward_op: str) -> None:
     register_autocast(forward_op)
 
 
-_IMPLS: dict[str, Callable[..., Tensor]] = {"reference": upsample_concat_reference}
+def upsample_concat_extension(xs, mode, align_corners):
+    """The C++ extension's op (``hrnet_fast/_ext.py``): its CPU or CUDA kernel, by the tensors' device."""
+    return torch.ops.hrnet_fast.upsample_concat(xs, mode, align_corners)
+
+
+_IMPLS: dict[str, Callable[..., Tensor]] = {
+    "reference": upsample_concat_reference,
+    "cpu": upsample_concat_extension,
+    "cuda": upsample_concat_extension,
+}
 
 
 def upsample_concat(

@@ -94,7 +94,16 @@ def register_fused(forward_op: str, backward_op: str) -> None:
     register_autocast(forward_op)
 
 
-_IMPLS: dict[str, Callable[..., Tensor]] = {"reference": upsample_sum_reference}
+def upsample_sum_extension(base, same, low, mode, align_corners, relu):
+    """The C++ extension's op (``hrnet_fast/_ext.py``): its CPU or CUDA kernel, by the tensors' device."""
+    return torch.ops.hrnet_fast.upsample_sum(base, same, low, mode, align_corners, relu)
+
+
+_IMPLS: dict[str, Callable[..., Tensor]] = {
+    "reference": upsample_sum_reference,
+    "cpu": upsample_sum_extension,
+    "cuda": upsample_sum_extension,
+}
 
 
 def upsample_sum(

@@ -1,0 +1,218 @@
+"""The C++ extension on the CPU (backend ``cpu``) against the reference, side by side in one run.
+
+1. The fused op at HRNet-W32 stage-4 branch-0 shapes (batch 8, 256x192 input): base (8, 32, 64, 48)
+   plus the three lower branches already projected to 32 channels, (8, 32, 32, 24), (8, 32, 16, 12),
+   (8, 32, 8, 6); fp32, nearest and bilinear, NCHW and channels_last.
+2. The whole HRNet-W32 pose forward (batch 8, 256x192, fp32, eval) per backend, and the share of the
+   reference's time spent in the fusion step (the MultiResolutionFusion modules) and, within it, in
+   the upsample + sum + ReLU that the fused op replaces.
+
+Calls of the two backends alternate (A B A B ...), so load from other processes hits both alike;
+medians (and minima) are reported. Writes cpu_ext.json and cpu_ext.md to --out when given.
+
+    python benchmarks/cpu_ext.py [--threads N] [--op-reps 60] [--model-reps 5] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import hrnet_fast
+from hrnet_fast import HRNet
+from hrnet_fast.bench.report import table
+from hrnet_fast.nn import MultiResolutionFusion, fusion
+from hrnet_fast.ops import upsample_sum
+
+BASE = (8, 32, 64, 48)
+LOW = [(8, 32, 32, 24), (8, 32, 16, 12), (8, 32, 8, 6)]
+FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+BACKENDS = ("reference", "cpu")
+
+
+def alternate(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds per call of each function, the functions called in turn, ``reps`` rounds."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return samples
+
+
+def bench_op(reps: int) -> list[dict]:
+    rows = []
+    for fmt_name, fmt in FORMATS.items():
+        base = torch.randn(BASE).contiguous(memory_format=fmt)
+        low = [torch.randn(s).contiguous(memory_format=fmt) for s in LOW]
+        for mode in ("nearest", "bilinear"):
+            fns = {b: functools.partial(upsample_sum, base, (), low, mode=mode, backend=b) for b in BACKENDS}
+            with torch.inference_mode():
+                err = (fns["cpu"]() - fns["reference"]()).abs().max().item()
+                samples = alternate(fns, reps)
+            ref, cpu = statistics.median(samples["reference"]), statistics.median(samples["cpu"])
+            rows.append(
+                {
+                    "layout": fmt_name,
+                    "mode": mode,
+                    "reference_ms": ref * 1e3,
+                    "cpu_ms": cpu * 1e3,
+                    "reference_min_ms": min(samples["reference"]) * 1e3,
+                    "cpu_min_ms": min(samples["cpu"]) * 1e3,
+                    "speedup": ref / cpu,
+                    "max_abs_err": err,
+                }
+            )
+    return rows
+
+
+def fusion_share(model: torch.nn.Module, x: torch.Tensor, reps: int) -> dict:
+    """Seconds per forward inside MultiResolutionFusion modules and inside their upsample_sum calls."""
+    spent = {"fusion": 0.0, "upsample_sum": 0.0}
+    starts: dict[int, float] = {}
+
+    def enter(module, args):
+        starts[id(module)] = time.perf_counter()
+
+    def leave(module, args, out):
+        spent["fusion"] += time.perf_counter() - starts.pop(id(module))
+
+    def timed_upsample_sum(*args, **kwargs):
+        start = time.perf_counter()
+        out = upsample_sum(*args, **kwargs)
+        spent["upsample_sum"] += time.perf_counter() - start
+        return out
+
+    fusions = [m for m in model.modules() if isinstance(m, MultiResolutionFusion)]
+    handles = [m.register_forward_pre_hook(enter) for m in fusions]
+    handles += [m.register_forward_hook(leave) for m in fusions]
+    fusion.upsample_sum = timed_upsample_sum
+    try:
+        total = 0.0
+        for _ in range(reps):
+            start = time.perf_counter()
+            model(x)
+            total += time.perf_counter() - start
+    finally:
+        fusion.upsample_sum = upsample_sum
+        for h in handles:
+            h.remove()
+    return {"forward_ms": total / reps * 1e3, **{f"{k}_ms": v / reps * 1e3 for k, v in spent.items()}}
+
+
+def run_model(model: torch.nn.Module, x: torch.Tensor, backend: str) -> torch.Tensor:
+    model.backend = backend
+    return model(x)
+
+
+def bench_model(reps: int) -> tuple[list[dict], dict]:
+    torch.manual_seed(0)
+    rows, share = [], {}
+    for fmt_name, fmt in FORMATS.items():
+        model = HRNet("w32", head="pose").eval().to(memory_format=fmt)
+        x = torch.randn(8, 3, 256, 192).contiguous(memory_format=fmt)
+
+        fns = {b: functools.partial(run_model, model, x, b) for b in BACKENDS}
+        with torch.inference_mode():
+            err = (fns["cpu"]() - fns["reference"]()).abs().max().item()
+            samples = alternate(fns, reps, warmup=1)
+            model.backend = "reference"
+            share[fmt_name] = fusion_share(model, x, max(2, reps // 2))
+        ref, cpu = statistics.median(samples["reference"]), statistics.median(samples["cpu"])
+        rows.append(
+            {
+                "layout": fmt_name,
+                "reference_ms": ref * 1e3,
+                "cpu_ms": cpu * 1e3,
+                "reference_img_s": 8 / ref,
+                "cpu_img_s": 8 / cpu,
+                "speedup": ref / cpu,
+                "max_abs_err": err,
+            }
+        )
+    return rows, share
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--op-reps", type=int, default=60)
+    parser.add_argument("--model-reps", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=None, help="folder for cpu_ext.json and cpu_ext.md")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if hrnet_fast.backend_status()["cpu"] is not None:
+        raise SystemExit(f"backend cpu unavailable: {hrnet_fast.backend_status()['cpu']}")
+    cpu = f"{platform.processor() or platform.machine()} ({torch.backends.cpu.get_cpu_capability()})"
+    threads = torch.get_num_threads()
+    header = f"torch {torch.__version__}, {threads} threads, {cpu}; medians of alternating calls"
+    print(header)
+    op_rows = bench_op(args.op_reps)
+    op_columns = [
+        ("layout", "layout", "s"),
+        ("mode", "mode", "s"),
+        ("reference_ms", "reference ms", ".2f"),
+        ("cpu_ms", "cpu ms", ".2f"),
+        ("reference_min_ms", "ref min", ".2f"),
+        ("cpu_min_ms", "cpu min", ".2f"),
+        ("speedup", "speedup", ".1f"),
+        ("max_abs_err", "max |err|", ".1e"),
+    ]
+    op_table = table(op_rows, op_columns)
+    print(f"\nfused op, W32 stage-4 branch-0 shapes, batch 8, fp32 ({args.op_reps} rounds)\n{op_table}")
+    model_rows, share = bench_model(args.model_reps)
+    model_columns = [
+        ("layout", "layout", "s"),
+        ("reference_ms", "reference ms", ".0f"),
+        ("cpu_ms", "cpu ms", ".0f"),
+        ("reference_img_s", "ref img/s", ".2f"),
+        ("cpu_img_s", "cpu img/s", ".2f"),
+        ("speedup", "speedup", ".3f"),
+        ("max_abs_err", "max |err|", ".1e"),
+    ]
+    model_table = table(model_rows, model_columns)
+    share_rows = [
+        {
+            "layout": k,
+            **v,
+            "fusion_share": v["fusion_ms"] / v["forward_ms"],
+            "op_share": v["upsample_sum_ms"] / v["forward_ms"],
+        }
+        for k, v in share.items()
+    ]
+    share_columns = [
+        ("layout", "layout", "s"),
+        ("forward_ms", "forward ms", ".0f"),
+        ("fusion_ms", "fusion step ms", ".0f"),
+        ("fusion_share", "share", ".1%"),
+        ("upsample_sum_ms", "upsample+sum+relu ms", ".0f"),
+        ("op_share", "share", ".1%"),
+    ]
+    share_table = table(share_rows, share_columns)
+    print(f"\nHRNet-W32 pose forward, batch 8, 256x192, fp32 ({args.model_reps} rounds)\n{model_table}")
+    print(f"\nwhere the reference forward spends its time\n{share_table}")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        results = {"setup": header, "op": op_rows, "model": model_rows, "reference_time_split": share_rows}
+        (args.out / "cpu_ext.json").write_text(json.dumps(results, indent=2))
+        (args.out / "cpu_ext.md").write_text(
+            f"{header}\n\n```\n{op_table}\n```\n\n```\n{model_table}\n```\n\n```\n{share_table}\n```\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

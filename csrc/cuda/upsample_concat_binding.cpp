@@ -1,0 +1,30 @@
+// upsample_concat on CUDA: each slice of the output is an upsample_sum problem (see
+// upsample_sum_binding.cpp and op_frontend.cpp).
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "cuda_kernels.h"
+
+namespace hrnet_fast::cuda {
+namespace {
+
+at::Tensor upsample_concat_cuda(at::TensorList xs, std::string_view mode, bool align_corners) {
+  TORCH_CHECK(!xs.empty(), "hrnet_fast::upsample_concat: needs at least one tensor");
+  const c10::cuda::CUDAGuard guard(xs[0].device());
+  return upsample_concat(kernels(), xs, mode, align_corners);
+}
+
+std::vector<at::Tensor> upsample_concat_backward_cuda(const at::Tensor& grad, at::IntArrayRef channels,
+                                                      at::IntArrayRef hw, std::string_view mode,
+                                                      bool align_corners) {
+  const c10::cuda::CUDAGuard guard(grad.device());
+  return upsample_concat_backward(kernels(), grad, channels, hw, mode, align_corners);
+}
+
+}  // namespace
+}  // namespace hrnet_fast::cuda
+
+TORCH_LIBRARY_IMPL(hrnet_fast, CUDA, m) {
+  m.impl("upsample_concat", &hrnet_fast::cuda::upsample_concat_cuda);
+  m.impl("upsample_concat_backward", &hrnet_fast::cuda::upsample_concat_backward_cuda);
+}

@@ -1,0 +1,79 @@
+// Test-only library: the CUDA kernels of csrc/cuda/upsample_sum_kernel.cuh compiled for the host and
+// run thread by thread (every block, every thread of each launch, in a loop), behind the same op
+// frontend as the real backends, as the CPU kernels of the namespace hrnet_fast_emulated_cuda. The
+// tests run it like the cpu and cuda backends, so the CUDA indexing, vectorization choices and tails
+// are checked on machines without a GPU. A launch here takes at most 4096 elements, so tests with a
+// few samples of a few thousand elements run the batch split of large tensors.
+#define HRNET_FAST_MAX_LAUNCH_ELEMENTS 4096
+
+#include <torch/library.h>
+
+#include "cuda/upsample_sum_kernel.cuh"
+#include "op_frontend.h"
+#include "schemas.h"
+
+namespace {
+
+using namespace hrnet_fast;
+
+struct HostExecutor {
+  template <class Body>
+  int launch(uint32_t blocks, const Body& body) {
+    for (uint32_t block = 0; block < blocks; ++block) {
+      for (uint32_t thread = 0; thread < cuda::kBlock; ++thread) body(block, thread);
+    }
+    return 0;
+  }
+};
+
+void check(int code) {
+  const char* message = cuda::launcher_error_message(code);
+  TORCH_CHECK(code == 0, "hrnet_fast (emulated cuda): ", message != nullptr ? message : "executor error");
+}
+
+void sum(const SumProblem& p) {
+  HostExecutor exec;
+  check(cuda::run_sum(p, exec));
+}
+void mask(const MaskProblem& p) {
+  HostExecutor exec;
+  check(cuda::run_mask(p, exec));
+}
+void adjoint(const AdjointProblem& p) {
+  HostExecutor exec;
+  check(cuda::run_adjoint(p, exec));
+}
+
+const Kernels kEmulated{"emulated cuda", /*supports_float64=*/false, sum, mask, adjoint};
+
+at::Tensor upsample_sum_emulated(const at::Tensor& base, at::TensorList same, at::TensorList low,
+                                 std::string_view mode, bool align_corners, bool relu) {
+  return upsample_sum(kEmulated, base, same, low, mode, align_corners, relu);
+}
+
+std::tuple<at::Tensor, std::vector<at::Tensor>> upsample_sum_backward_emulated(
+    const at::Tensor& grad, const at::Tensor& out, at::IntArrayRef low_hw, std::string_view mode,
+    bool align_corners, bool relu) {
+  return upsample_sum_backward(kEmulated, grad, out, low_hw, mode, align_corners, relu);
+}
+
+at::Tensor upsample_concat_emulated(at::TensorList xs, std::string_view mode, bool align_corners) {
+  return upsample_concat(kEmulated, xs, mode, align_corners);
+}
+
+std::vector<at::Tensor> upsample_concat_backward_emulated(const at::Tensor& grad, at::IntArrayRef channels,
+                                                          at::IntArrayRef hw, std::string_view mode,
+                                                          bool align_corners) {
+  return upsample_concat_backward(kEmulated, grad, channels, hw, mode, align_corners);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(hrnet_fast_emulated_cuda, m) { hrnet_fast::define_ops(m); }
+
+TORCH_LIBRARY_IMPL(hrnet_fast_emulated_cuda, CPU, m) {
+  m.impl("upsample_sum", &upsample_sum_emulated);
+  m.impl("upsample_sum_backward", &upsample_sum_backward_emulated);
+  m.impl("upsample_concat", &upsample_concat_emulated);
+  m.impl("upsample_concat_backward", &upsample_concat_backward_emulated);
+}
