@@ -76,9 +76,7 @@ def cuda_home() -> str | None:
         candidates.append(str(Path(nvcc).resolve().parent.parent))
     candidates.append("/usr/local/cuda")
     for home in filter(None, candidates):
-        if (Path(home) / "bin" / "nvcc").exists() and (
-            Path(home) / "include" / "cuda_runtime_api.h"
-        ).exists():
+        if (Path(home) / "bin" / "nvcc").exists() and (Path(home) / "include" / "cuda_runtime_api.h").exists():
             return home
     return None
 
@@ -99,9 +97,7 @@ def _cuda_arch_flags() -> list[str]:
     if listed:
         archs |= {a for a in re.split(r"[\s;]+", listed) if re.fullmatch(r"\d+\.\d+a?(\+PTX)?", a)}
     else:
-        archs |= {
-            "{}.{}".format(*torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())
-        }
+        archs |= {"{}.{}".format(*torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())}
     flags = []
     for arch in sorted(archs):
         number = arch.removesuffix("+PTX").replace(".", "")
@@ -138,9 +134,7 @@ def _fingerprint(name: str, files: list[Path], flags: dict[str, list[str]], incl
         digest.update(part.encode())
     if "-march=native" in flags["cxx"]:
         digest.update(_host_cpu().encode())
-    tree = sorted(
-        {p for d in include_dirs for p in d.rglob("*") if p.suffix in _SOURCE_SUFFIXES} | set(files)
-    )
+    tree = sorted({p for d in include_dirs for p in d.rglob("*") if p.suffix in _SOURCE_SUFFIXES} | set(files))
     for path in tree:
         digest.update(str(path).encode())
         digest.update(path.read_bytes())
@@ -155,9 +149,7 @@ def _summarize(log: str, lines: int = 6) -> str:
     return " | ".join(picked)
 
 
-def build_and_load(
-    name: str, files: list[Path], *, with_cuda: bool, include_dirs: list[Path] | None = None
-) -> Path:
+def build_and_load(name: str, files: list[Path], *, with_cuda: bool, include_dirs: list[Path] | None = None) -> Path:
     """Build ``files`` into the cached library ``name`` (once per fingerprint) and load it into torch.
 
     Returns the library's path; raises :class:`ExtensionBuildError` with the compiler's message.
@@ -213,9 +205,7 @@ def aot_library(
         library = package_dir / f"_C{suffix}"
         if not library.exists():
             continue
-        newest = max(
-            (p.stat().st_mtime for p in source_dir.rglob("*") if p.suffix in _SOURCE_SUFFIXES), default=0
-        )
+        newest = max((p.stat().st_mtime for p in source_dir.rglob("*") if p.suffix in _SOURCE_SUFFIXES), default=0)
         if newest <= library.stat().st_mtime:
             return library
         print(
@@ -259,13 +249,9 @@ def _load_once() -> Loaded | ExtensionBuildError:
         aot = aot_library()
         if aot is not None:
             torch.ops.load_library(str(aot))
-            loaded = Loaded(
-                aot, None if _has_cuda_kernels() else "the ahead-of-time build has no CUDA kernels"
-            )
+            loaded = Loaded(aot, None if _has_cuda_kernels() else "the ahead-of-time build has no CUDA kernels")
         elif not SOURCE_DIR.is_dir():
-            raise ExtensionBuildError(
-                f"its sources ({SOURCE_DIR}) are not installed; install from a source checkout"
-            )
+            raise ExtensionBuildError(f"its sources ({SOURCE_DIR}) are not installed; install from a source checkout")
         else:
             loaded = _load_just_in_time()
     except ExtensionBuildError as exc:

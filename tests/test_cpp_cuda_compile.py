@@ -41,9 +41,7 @@ def test_the_kernel_file_includes_no_torch_header():
 
 def _run_all(commands: list[list[str]]) -> None:
     """Run the commands side by side; each must succeed."""
-    jobs = [
-        subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in commands
-    ]
+    jobs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in commands]
     for job in jobs:
         output, _ = job.communicate()
         assert job.returncode == 0, f"{' '.join(job.args)}\n{output[-4000:]}"

@@ -90,9 +90,7 @@ def assert_matches(got, ref_same_dtype, ref_float64):
         return
     err = (got.double() - ref_float64).abs().max().item()
     ref_err = (ref_same_dtype.double() - ref_float64).abs().max().item()
-    assert err <= 2 * ref_err + torch.finfo(got.dtype).eps, (
-        f"error {err:.3g} vs the reference's {ref_err:.3g}"
-    )
+    assert err <= 2 * ref_err + torch.finfo(got.dtype).eps, f"error {err:.3g} vs the reference's {ref_err:.3g}"
 
 
 def _f64(ts):
@@ -133,9 +131,7 @@ def test_upsample_sum_forward_and_backward_match_the_reference(target, case, fmt
     low_hw = [s for t in low for s in t.shape[-2:]]
     g, g_low = target.ops.upsample_sum_backward(grad, out, low_hw, mode, ac, relu)
     ref_g, ref_low = sum_mod.upsample_sum_backward_reference(grad, out, low_hw, mode, ac, relu)
-    exact_g, exact_low = sum_mod.upsample_sum_backward_reference(
-        grad.double(), out.double(), low_hw, mode, ac, relu
-    )
+    exact_g, exact_low = sum_mod.upsample_sum_backward_reference(grad.double(), out.double(), low_hw, mode, ac, relu)
     for got, r, e in zip([g, *g_low], [ref_g, *ref_low], [exact_g, *exact_low], strict=True):
         assert_matches(got, r, e)
         assert got.is_contiguous(memory_format=fmt)
@@ -217,9 +213,7 @@ def test_batches_larger_than_one_launch_are_split(emulated_ops):
     base, low = target.randn((5, 8, 13, 12), torch.float32), [target.randn((5, 8, 7, 6), torch.float32)]
     out = emulated_ops.upsample_sum(base, [], low, "nearest", False, True)
     torch.testing.assert_close(out, sum_mod.upsample_sum_reference(base, [], low, "nearest", False, True))
-    g, (g_low,) = emulated_ops.upsample_sum_backward(
-        torch.ones_like(out), out, [7, 6], "nearest", False, True
-    )
+    g, (g_low,) = emulated_ops.upsample_sum_backward(torch.ones_like(out), out, [7, 6], "nearest", False, True)
     ref_g, (ref_low,) = sum_mod.upsample_sum_backward_reference(
         torch.ones_like(out), out, [7, 6], "nearest", False, True
     )

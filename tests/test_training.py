@@ -31,20 +31,25 @@ def _seg_step(model, x, target):
 @pytest.mark.parametrize("backend", FUSED_CPU)
 @pytest.mark.parametrize("head", ["seg", "pose"])
 def test_whole_model_gradients_equal_the_references(backend, head):
+    """fp32 gradients through the fused backend are as close to float64 truth as the reference's are
+    (a parameter whose true gradient is ~0, e.g. a conv bias before train-mode BN, is pure noise)."""
     ref = HRNet("w18_small_v1", head=head, backend="reference").train()
     fused = copy.deepcopy(ref)
     fused.backend = backend
+    exact = copy.deepcopy(ref).double()
     x = torch.randn(2, 3, 64, 48)
-    out_ref, out_fused = ref(x), fused(x)
-    g = torch.randn_like(out_ref)
-    out_ref.backward(g)
-    out_fused.backward(g)
-    torch.testing.assert_close(out_fused, out_ref, rtol=1e-5, atol=1e-5)
-    ref_grads, fused_grads = _grads(ref), _grads(fused)
-    assert ref_grads.keys() == fused_grads.keys()
-    for k in ref_grads:
-        scale = ref_grads[k].abs().max().item() + 1e-12
-        torch.testing.assert_close(fused_grads[k], ref_grads[k], rtol=1e-4, atol=1e-4 * scale, msg=k)
+    outs = [ref(x), fused(x), exact(x.double())]
+    g = torch.randn_like(outs[0])
+    for out in outs:
+        out.backward(g.to(out.dtype))
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    ref_grads, fused_grads, exact_grads = _grads(ref), _grads(fused), _grads(exact)
+    assert ref_grads.keys() == fused_grads.keys() == exact_grads.keys()
+    floor = 1e-6 * max(g.abs().max().item() for g in exact_grads.values())
+    for k, truth in exact_grads.items():
+        ref_err = (ref_grads[k].double() - truth).abs().max().item()
+        fused_err = (fused_grads[k].double() - truth).abs().max().item()
+        assert fused_err <= 2 * ref_err + floor, (k, fused_err, ref_err)
 
 
 @pytest.mark.parametrize("backend", ALL_CPU)
@@ -140,13 +145,20 @@ def _overfit(backend: str, initial: dict, x: torch.Tensor, target: torch.Tensor,
 
 
 def test_overfit_a_synthetic_heatmap_target_exactly_as_the_reference():
+    """Every backend learns the target to low loss along the reference's loss curve. Training with
+    train-mode BN amplifies rounding, so the curves are judged against the reference's own spread:
+    the same run with the input moved by one float32 ulp."""
     initial = HRNet("w18_small_v1", head="pose", num_joints=3).state_dict()
     x, target = torch.randn(2, 3, 64, 48), _heatmap_target(2, 16, 12)
-    runs = {b: _overfit(b, initial, x, target, steps=40) for b in ALL_CPU}
-    ref = runs["reference"]
+    nudged = x * (1 + 2**-23 * torch.randint(-1, 2, x.shape))
+    ref = torch.tensor(_overfit("reference", initial, x, target, steps=40))
+    spread = ((torch.tensor(_overfit("reference", initial, nudged, target, steps=40)) - ref).abs() / ref).max()
     assert ref[-1] < 0.1 * ref[0], ref
-    for backend, losses in runs.items():
-        torch.testing.assert_close(torch.tensor(losses), torch.tensor(ref), rtol=1e-3, atol=1e-6, msg=backend)
+    for backend in FUSED_CPU:
+        losses = torch.tensor(_overfit(backend, initial, x, target, steps=40))
+        torch.testing.assert_close(losses[:3], ref[:3], rtol=1e-4, atol=1e-7, msg=backend)  # before chaos sets in
+        assert ((losses - ref).abs() / ref).max() <= 2 * spread + 1e-6, (backend, losses, ref)
+        assert losses[-1] < 0.1 * losses[0]
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, backend: str, initial: dict, x, target, out_file: str):
