@@ -75,7 +75,13 @@ def register_fused(forward_op: str, backward_op: str) -> None:
     torch.library.register_autograd(forward_op, backward, setup_context=_setup_context)
 
 
-_IMPLS: dict[str, Callable[..., Tensor]] = {"reference": upsample_concat_reference}
+def _triton(*args) -> Tensor:
+    return torch.ops.hrnet_fast.upsample_concat_triton(
+        *args
+    )  # defined by ops/triton_ops.py when triton is usable
+
+
+_IMPLS: dict[str, Callable[..., Tensor]] = {"reference": upsample_concat_reference, "triton": _triton}
 
 
 def upsample_concat(
