@@ -30,34 +30,37 @@ import triton
 import triton.language as tl
 
 from . import interpreted
-from .interp import axis_scale, dot, interp_load, offset, to_dtype
+from .interp import axis_scale, check_index_range, dot, interp_load, offset, strided_offset, to_dtype
 
-# (BLOCK_P, BLOCK_N, BLOCK_K, num_warps) candidates for Hopper.
-_HOPPER_TILES = [(128, 32, 64, 4), (128, 64, 32, 4), (64, 64, 64, 4), (128, 128, 32, 8), (64, 128, 64, 4)]
-
-
-def _configs() -> list[triton.Config]:
-    """Autotuning candidates; the interpreter gets one large tile (fewer programs to run in Python)."""
-    if interpreted():
-        return [triton.Config({"BLOCK_P": 128, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4)]
-    return [
-        triton.Config({"BLOCK_P": p, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=3)
-        for p, n, k, w in _HOPPER_TILES
-    ]
+TARGET_PROGRAMS = 264  # two waves on an H100/H200 (132 SMs)
 
 
-def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
-    """Drop tiles wider than the output channels (all lanes past C would be masked)."""
-    widest = max(32, triton.next_power_of_2(named_args["C"]))
-    kept = [c for c in configs if c.kwargs["BLOCK_N"] <= widest]
-    return kept or configs[:1]
+def launch_config(pixels: int, channels: int, element_size: int, bilinear: bool) -> dict:
+    """Tile sizes and pipelining for one branch, chosen for Hopper (no autotuning: a fixed choice
+    per shape compiles once and is safe to capture in CUDA graphs).
+
+    BLOCK_N covers the output channels up to 128 (every N tile re-gathers the A rows); BLOCK_P is
+    the largest of 128/64/32 pixels that still gives about two waves of programs; BLOCK_K = 64 for
+    16-bit maps read straight into the dot, 32 when the A tile is blended in registers (bilinear) or
+    is fp32, which also gets 2 pipeline stages instead of 3 to stay within shared memory.
+    ``benchmarks/compile_check.py`` prints the registers and shared memory of these choices."""
+    if interpreted():  # fewer, larger programs: the interpreter runs them one by one in Python
+        return {"BLOCK_P": 128, "BLOCK_N": 64, "BLOCK_K": 64, "num_warps": 4, "num_stages": 1}
+    block_n = min(128, max(16, triton.next_power_of_2(channels)))
+    n_tiles = triton.cdiv(channels, block_n)
+    block_p = 128
+    while block_p > 32 and triton.cdiv(pixels, block_p) * n_tiles < TARGET_PROGRAMS:
+        block_p //= 2
+    light = element_size == 2 and not bilinear
+    return {
+        "BLOCK_P": block_p,
+        "BLOCK_N": block_n,
+        "BLOCK_K": 64 if light else 32,
+        "num_warps": 8 if block_p * block_n >= 128 * 128 else 4,
+        "num_stages": 3 if light else 2,
+    }
 
 
-@triton.autotune(
-    configs=_configs(),
-    key=["C", "H", "W", "down_c", "low_c", "CHANNELS_LAST", "BILINEAR"],
-    prune_configs_by={"early_config_prune": _prune},
-)
 @triton.jit
 def fusion_branch_kernel(
     out_ptr,
@@ -94,7 +97,7 @@ def fusion_branch_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)[:, None]  # output pixels
+    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)[:, None]  # output pixels
     co = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]  # output channels
     kk = tl.arange(0, BLOCK_K)
     x = p % W
@@ -149,7 +152,7 @@ def fusion_branch_kernel(
     )
     if RELU:
         acc = tl.where(acc < 0.0, 0.0, acc)
-    out_at = n * out_sn + co * out_sc + y * out_sh + x * out_sw
+    out_at = strided_offset(n, co, y, x, out_sn, out_sc, out_sh, out_sw)
     tl.store(out_ptr + out_at, to_dtype(acc, out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -165,17 +168,18 @@ def fusion_branch_forward(
     align_corners: bool,
     relu: bool,
     channels_last: bool,
+    config: dict | None = None,
 ) -> None:
     """Write the fused branch into ``out`` (any strides), one launch.
 
     Maps must be dense in the given layout, weights (C_out, C_in, k, k) with (k, k, C_in, C_out)
-    memory (``hrnet_fast.ops.fusion_branch.weight_layout``), bias contiguous."""
+    memory (``hrnet_fast.ops.fusion_branch.weight_layout``), bias contiguous. ``config`` overrides
+    :func:`launch_config` (for tuning sweeps)."""
     n, c, h, w = base.shape
     bilinear = mode == "bilinear"
-
-    def grid(meta):
-        return triton.cdiv(n * h * w, meta["BLOCK_P"]), triton.cdiv(c, meta["BLOCK_N"])
-
+    check_index_range(base, *down, *low)
+    meta = config or launch_config(n * h * w, c, base.element_size(), bilinear)
+    grid = (triton.cdiv(n * h * w, meta["BLOCK_P"]), triton.cdiv(c, meta["BLOCK_N"]))
     fusion_branch_kernel[grid](
         out,
         *out.stride(),
@@ -204,4 +208,5 @@ def fusion_branch_forward(
         RELU=relu,
         CHANNELS_LAST=channels_last,
         DOT_PRECISION="ieee" if base.dtype == torch.float32 else "tf32",
+        **meta,
     )

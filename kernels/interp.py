@@ -24,7 +24,9 @@ import triton.language as tl
 
 from . import interpreted
 
-TILE_ELEMENTS = 4096  # elements per program in the memory-bound kernels
+# Elements per program of the memory-bound kernels: channels_last tiles load whole channel vectors
+# (16 B per access); NCHW tiles gather source pixels one by one, so they take fewer per thread.
+TILE_ELEMENTS = {True: 4096, False: 1024}
 
 
 def in_layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -73,25 +75,33 @@ def dot(a, b, acc, PRECISION: tl.constexpr):
     return tl.dot(a, b, acc, input_precision=PRECISION)
 
 
+def check_index_range(*maps: torch.Tensor) -> None:
+    """The kernels index pixels (n, y, x) and rows (n, c, y) in int32."""
+    for t in maps:
+        n, c, h, w = t.shape
+        if max(n * h * w, n * c * h) >= 2**31:
+            raise ValueError(f"a map of shape {tuple(t.shape)} is too large for the Triton kernels")
+
+
 def tile_grid(n: int, c: int, h: int, w: int, channels_last: bool) -> tuple[tuple[int, int], int, int]:
     """(grid, BLOCK_A, BLOCK_B) covering an (n, c, h, w) map with tiles of about TILE_ELEMENTS."""
     if channels_last:
         block_b = min(triton.next_power_of_2(c), 64)
-        block_a = max(TILE_ELEMENTS // block_b, 16)
+        block_a = max(TILE_ELEMENTS[True] // block_b, 16)
         return (triton.cdiv(n * h * w, block_a), triton.cdiv(c, block_b)), block_a, block_b
     block_b = min(triton.next_power_of_2(w), 256)
-    block_a = max(TILE_ELEMENTS // block_b, 1)
+    block_a = max(TILE_ELEMENTS[False] // block_b, 1)
     return (triton.cdiv(n * c * h, block_a), triton.cdiv(w, block_b)), block_a, block_b
 
 
 def num_warps(block_a: int, block_b: int) -> int:
-    return 8 if block_a * block_b >= 4096 else 4
+    return 8 if block_a * block_b >= 4096 else 4  # 16 elements per thread in channels_last, 8 in NCHW
 
 
 @triton.jit
 def tile(N, C, H, W, CHANNELS_LAST: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr):
     """This program's tile of an (N, C, H, W) map: broadcastable index tensors n, c, y, x and the mask."""
-    a = tl.program_id(0).to(tl.int64) * BLOCK_A + tl.arange(0, BLOCK_A)[:, None]
+    a = tl.program_id(0) * BLOCK_A + tl.arange(0, BLOCK_A)[:, None]
     b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)[None, :]
     if CHANNELS_LAST:
         x = a % W
@@ -110,11 +120,18 @@ def tile(N, C, H, W, CHANNELS_LAST: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B
 
 @triton.jit
 def offset(n, c, y, x, C, H, W, CHANNELS_LAST: tl.constexpr):
-    """Element offset of (n, c, y, x) in a dense (N, C, H, W) map of the given layout."""
+    """Element offset (int64) of (n, c, y, x) in a dense (N, C, H, W) map of the given layout; the
+    pixel or row index (< 2**31, checked by :func:`tile_grid`) is int32, which keeps index math cheap."""
     if CHANNELS_LAST:
-        return ((n * H + y) * W + x) * C + c
+        return ((n * H + y) * W + x).to(tl.int64) * C + c
     else:
-        return ((n * C + c) * H + y) * W + x
+        return ((n * C + c) * H + y).to(tl.int64) * W + x
+
+
+@triton.jit
+def strided_offset(n, c, y, x, sn, sc, sh, sw):
+    """Element offset (int64) of (n, c, y, x) in a map with strides (sn, sc, sh, sw)."""
+    return n.to(tl.int64) * sn + c.to(tl.int64) * sc + y * sh + x * sw
 
 
 @triton.jit
@@ -243,6 +260,7 @@ def interp_adjoint(
     ``g_channel : g_channel + out.shape[1]`` of ``g`` into ``out`` (N, C, h, w).
 
     ``g`` and ``out`` must be dense in the given layout."""
+    check_index_range(out, g)
     n, c, h, w = out.shape
     big_h, big_w = g.shape[-2:]
     bilinear = mode == "bilinear"

@@ -15,7 +15,18 @@ import torch
 import triton
 import triton.language as tl
 
-from .interp import axis_scale, interp_adjoint, interp_load, num_warps, offset, tile, tile_grid, to_dtype
+from .interp import (
+    axis_scale,
+    check_index_range,
+    interp_adjoint,
+    interp_load,
+    num_warps,
+    offset,
+    strided_offset,
+    tile,
+    tile_grid,
+    to_dtype,
+)
 
 
 @triton.jit
@@ -67,7 +78,7 @@ def upsample_concat_kernel(
             ALIGN_CORNERS,
             CHANNELS_LAST,
         )
-    out_at = n * out_sn + c * out_sc + y * out_sh + x * out_sw
+    out_at = strided_offset(n, c, y, x, out_sn, out_sc, out_sh, out_sw)
     tl.store(out_ptr + out_at, to_dtype(val, out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -85,6 +96,7 @@ def upsample_concat_forward(
     """Write cat([xs[0], interp(xs[1]), ...], dim=1) into ``out`` (any strides), one launch.
 
     Every ``xs[k]`` must be dense in the given layout."""
+    check_index_range(out, *xs)
     n, total, h, w = out.shape
     bilinear = mode == "bilinear"
     channels = tuple(x.shape[1] for x in xs)

@@ -17,11 +17,13 @@ import triton.language as tl
 
 from .interp import (
     axis_scale,
+    check_index_range,
     in_layout,
     interp_adjoint,
     interp_load,
     num_warps,
     offset,
+    strided_offset,
     tile,
     tile_grid,
     to_dtype,
@@ -79,7 +81,7 @@ def upsample_sum_kernel(
         )
     if RELU:
         acc = tl.where(acc < 0.0, 0.0, acc)  # NaN stays NaN, as in torch.relu
-    out_at = n * out_sn + c * out_sc + y * out_sh + x * out_sw
+    out_at = strided_offset(n, c, y, x, out_sn, out_sc, out_sh, out_sw)
     tl.store(out_ptr + out_at, to_dtype(acc, out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -107,7 +109,7 @@ def relu_grad_kernel(
     g = tl.load(grad_ptr + at, mask=mask, other=0.0).to(tl.float32)
     if RELU:
         g = g * (tl.load(y_ptr + at, mask=mask, other=0.0).to(tl.float32) > 0).to(tl.float32)
-    out_at = n * out_sn + c * out_sc + yy * out_sh + x * out_sw
+    out_at = strided_offset(n, c, yy, x, out_sn, out_sc, out_sh, out_sw)
     tl.store(out_ptr + out_at, to_dtype(g, out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -124,6 +126,7 @@ def upsample_sum_forward(
     """Write act(base + sum(same) + sum(interp(low))) into ``out`` (any strides), one launch.
 
     ``base``, every ``same[k]`` and every ``low[k]`` must be dense in the given layout."""
+    check_index_range(base, *low)
     n, c, h, w = base.shape
     bilinear = mode == "bilinear"
     grid, block_a, block_b = tile_grid(n, c, h, w, channels_last)
@@ -167,6 +170,7 @@ def upsample_sum_backward(
     each low input's interpolation, applied to g_m, into ``grad_low[k]``.
 
     ``grad``, ``out`` and every ``grad_low[k]`` must be dense in the given layout."""
+    check_index_range(grad)
     n, c, h, w = grad.shape
     grid, block_a, block_b = tile_grid(n, c, h, w, channels_last)
     relu_grad_kernel[grid](
