@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 
 from . import interpreted
-from .interp import axis_scale, check_index_range, dot, interp_load, offset, strided_offset, to_dtype
+from .interp import check_index_range, dot, interp_load, offset, source_args, store
 
 TARGET_PROGRAMS = 264  # two waves on an H100/H200 (132 SMs)
 
@@ -150,10 +150,7 @@ def fusion_branch_kernel(
     acc += tl.load(base_ptr + offset(n, co, y, x, C, H, W, CHANNELS_LAST), mask=mask, other=0.0).to(
         tl.float32
     )
-    if RELU:
-        acc = tl.where(acc < 0.0, 0.0, acc)
-    out_at = strided_offset(n, co, y, x, out_sn, out_sc, out_sh, out_sw)
-    tl.store(out_ptr + out_at, to_dtype(acc, out_ptr.dtype.element_ty), mask=mask)
+    store(out_ptr, acc, n, co, y, x, out_sn, out_sc, out_sh, out_sw, mask, RELU)
 
 
 def fusion_branch_forward(
@@ -193,10 +190,7 @@ def fusion_branch_forward(
         tuple(low),
         tuple(low_weight),
         tuple(t.shape[1] for t in low),
-        tuple(t.shape[2] for t in low),
-        tuple(t.shape[3] for t in low),
-        tuple(axis_scale(t.shape[2], h, bilinear, align_corners) for t in low),
-        tuple(axis_scale(t.shape[3], w, bilinear, align_corners) for t in low),
+        *source_args(low, h, w, bilinear, align_corners),
         n,
         c,
         h,

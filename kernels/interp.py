@@ -41,6 +41,16 @@ def axis_scale(in_size: int, out_size: int, bilinear: bool, align_corners: bool)
     return float(np.float32(in_size) / np.float32(out_size))
 
 
+def source_args(maps, h: int, w: int, bilinear: bool, align_corners: bool) -> tuple[tuple, ...]:
+    """(heights, widths, scales along H, scales along W) of maps interpolated to (h, w): kernel args."""
+    return (
+        tuple(t.shape[2] for t in maps),
+        tuple(t.shape[3] for t in maps),
+        tuple(axis_scale(t.shape[2], h, bilinear, align_corners) for t in maps),
+        tuple(axis_scale(t.shape[3], w, bilinear, align_corners) for t in maps),
+    )
+
+
 def adjoint_window(in_size: int, out_size: int, bilinear: bool, align_corners: bool) -> tuple[float, int]:
     """(inverse scale, taps): the adjoint visits ``taps`` output indices per input index, starting
     just below the inverse image of its source window (see :func:`first_candidate`); every visited
@@ -132,6 +142,18 @@ def offset(n, c, y, x, C, H, W, CHANNELS_LAST: tl.constexpr):
 def strided_offset(n, c, y, x, sn, sc, sh, sw):
     """Element offset (int64) of (n, c, y, x) in a map with strides (sn, sc, sh, sw)."""
     return n.to(tl.int64) * sn + c.to(tl.int64) * sc + y * sh + x * sw
+
+
+@triton.jit
+def store(out_ptr, acc, n, c, y, x, sn, sc, sh, sw, mask, RELU: tl.constexpr):
+    """out[n, c, y, x] = act(acc), rounded once to out's dtype; out has strides (sn, sc, sh, sw)."""
+    if RELU:
+        acc = tl.where(acc < 0.0, 0.0, acc)  # NaN stays NaN, as in torch.relu
+    tl.store(
+        out_ptr + strided_offset(n, c, y, x, sn, sc, sh, sw),
+        to_dtype(acc, out_ptr.dtype.element_ty),
+        mask=mask,
+    )
 
 
 @triton.jit

@@ -16,16 +16,15 @@ import triton
 import triton.language as tl
 
 from .interp import (
-    axis_scale,
     check_index_range,
     interp_adjoint,
     interp_load,
     num_warps,
     offset,
-    strided_offset,
+    source_args,
+    store,
     tile,
     tile_grid,
-    to_dtype,
 )
 
 
@@ -78,8 +77,7 @@ def upsample_concat_kernel(
             ALIGN_CORNERS,
             CHANNELS_LAST,
         )
-    out_at = strided_offset(n, c, y, x, out_sn, out_sc, out_sh, out_sw)
-    tl.store(out_ptr + out_at, to_dtype(val, out_ptr.dtype.element_ty), mask=mask)
+    store(out_ptr, val, n, c, y, x, out_sn, out_sc, out_sh, out_sw, mask, False)
 
 
 def _first_channels(channels: Sequence[int]) -> tuple[int, ...]:
@@ -107,10 +105,7 @@ def upsample_concat_forward(
         tuple(xs),
         channels,
         _first_channels(channels),
-        tuple(x.shape[2] for x in xs),
-        tuple(x.shape[3] for x in xs),
-        tuple(axis_scale(x.shape[2], h, bilinear, align_corners) for x in xs),
-        tuple(axis_scale(x.shape[3], w, bilinear, align_corners) for x in xs),
+        *source_args(xs, h, w, bilinear, align_corners),
         n,
         total,
         h,

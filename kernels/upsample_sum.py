@@ -16,17 +16,16 @@ import triton
 import triton.language as tl
 
 from .interp import (
-    axis_scale,
     check_index_range,
     in_layout,
     interp_adjoint,
     interp_load,
     num_warps,
     offset,
-    strided_offset,
+    source_args,
+    store,
     tile,
     tile_grid,
-    to_dtype,
 )
 
 
@@ -79,10 +78,7 @@ def upsample_sum_kernel(
             ALIGN_CORNERS,
             CHANNELS_LAST,
         )
-    if RELU:
-        acc = tl.where(acc < 0.0, 0.0, acc)  # NaN stays NaN, as in torch.relu
-    out_at = strided_offset(n, c, y, x, out_sn, out_sc, out_sh, out_sw)
-    tl.store(out_ptr + out_at, to_dtype(acc, out_ptr.dtype.element_ty), mask=mask)
+    store(out_ptr, acc, n, c, y, x, out_sn, out_sc, out_sh, out_sw, mask, RELU)
 
 
 @triton.jit
@@ -109,8 +105,7 @@ def relu_grad_kernel(
     g = tl.load(grad_ptr + at, mask=mask, other=0.0).to(tl.float32)
     if RELU:
         g = g * (tl.load(y_ptr + at, mask=mask, other=0.0).to(tl.float32) > 0).to(tl.float32)
-    out_at = strided_offset(n, c, yy, x, out_sn, out_sc, out_sh, out_sw)
-    tl.store(out_ptr + out_at, to_dtype(g, out_ptr.dtype.element_ty), mask=mask)
+    store(out_ptr, g, n, c, yy, x, out_sn, out_sc, out_sh, out_sw, mask, False)
 
 
 def upsample_sum_forward(
@@ -136,10 +131,7 @@ def upsample_sum_forward(
         base,
         tuple(same),
         tuple(low),
-        tuple(t.shape[2] for t in low),
-        tuple(t.shape[3] for t in low),
-        tuple(axis_scale(t.shape[2], h, bilinear, align_corners) for t in low),
-        tuple(axis_scale(t.shape[3], w, bilinear, align_corners) for t in low),
+        *source_args(low, h, w, bilinear, align_corners),
         n,
         c,
         h,

@@ -9,7 +9,11 @@ import math
 import pytest
 import torch
 from torch import nn
-from triton_helpers import DEVICES, judge
+from triton_helpers import (
+    DEVICES,
+    exact_fp32,  # noqa: F401  (an autouse fixture)
+    judge,
+)
 
 from hrnet_fast import HRNet
 from hrnet_fast.nn import MultiResolutionFusion, folded_fusion

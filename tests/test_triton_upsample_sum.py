@@ -6,7 +6,15 @@ import importlib
 
 import pytest
 import torch
-from triton_helpers import DEVICES, DTYPES, FORMATS, fresh, judge, poisoned_like
+from triton_helpers import (
+    DEVICES,
+    DTYPES,
+    FORMATS,
+    exact_fp32,  # noqa: F401  (an autouse fixture)
+    fresh,
+    judge,
+    poisoned_like,
+)
 
 from hrnet_fast.ops import upsample_sum
 

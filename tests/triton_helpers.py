@@ -20,6 +20,17 @@ DEVICES = [
     pytest.param("cuda", marks=pytest.mark.cuda),
 ]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+@pytest.fixture(autouse=True)
+def exact_fp32():
+    """fp32 references without TF32 (cuDNN convs use it by default on GPUs; the kernels do not)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 FORMATS = [torch.contiguous_format, torch.channels_last]
 
 
