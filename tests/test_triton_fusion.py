@@ -112,6 +112,9 @@ def test_folded_weights_follow_load_state_dict_in_place_updates_and_dtype(device
         torch.testing.assert_close(fuse(xs), _reference(fuse, torch.float32)(xs), rtol=1e-5, atol=1e-5)
         fuse[2][0][1][0].weight.mul_(3)  # second step of the 0 -> 2 chain, in place
         torch.testing.assert_close(fuse(xs), _reference(fuse, torch.float32)(xs), rtol=1e-5, atol=1e-5)
+        fuse[0][1][1].running_var.data.mul_(4)  # through .data: no version bump, so clear by hand
+        folded_fusion.clear_folded(fuse)
+        torch.testing.assert_close(fuse(xs), _reference(fuse, torch.float32)(xs), rtol=1e-5, atol=1e-5)
         fuse.to(torch.float16)
         half = [x.half() for x in xs]
         refs64 = _reference(fuse, torch.float64)([x.double() for x in xs])

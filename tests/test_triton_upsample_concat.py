@@ -84,3 +84,5 @@ def test_autograd_opcheck_and_dispatch(mode, ac, fmt, device):
     for a, b in zip(torch.autograd.grad(out, xs, g), torch.autograd.grad(ref, xs, g), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     torch.library.opcheck(OP.upsample_concat_triton.default, (xs, mode, ac))
+    channels, hw = [x.shape[1] for x in xs], [s for x in xs for s in x.shape[-2:]]
+    torch.library.opcheck(OP.upsample_concat_backward_triton.default, (g, channels, hw, mode, ac))
