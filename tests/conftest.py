@@ -1,9 +1,18 @@
-"""Shared fixtures: every test starts from the default backend selection; `cuda` tests skip without a GPU."""
+"""Shared fixtures: every test starts from the default backend selection; `cuda` tests skip without a GPU.
+
+Without a GPU the Triton kernels run in Triton's CPU interpreter: TRITON_INTERPRET=1 is set here,
+before any kernel is defined, unless the environment already says otherwise.
+"""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import hrnet_fast
 from hrnet_fast.ops import backends

@@ -11,7 +11,9 @@ The module *is* the official ``fuse_layers`` ModuleList: ``self[i][j]`` is ``fus
 (None for j == i), so state_dict keys read ``...fuse_layers.i.j.0.weight`` exactly as in the
 official pose, classification and segmentation repos (their ``nn.Upsample`` holds no parameters).
 The sum, the upsampling and the ReLU go through :func:`hrnet_fast.ops.upsample_sum`, which a fused
-backend runs as one kernel per output branch.
+backend runs as one kernel per output branch (level 1). In inference, on a backend with a fused
+``fusion_branch`` kernel (triton), the whole step runs with BN folded, one launch per output branch
+that also computes the projections and the last stride-2 convs (level 2, :mod:`.folded_fusion`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from ..ops import upsample_sum
-from ..ops.backends import validate_backend
+from ..ops.backends import resolve_backend, validate_backend
 from ..ops.checks import check_mode
+from .folded_fusion import folded_forward, use_level2
 
 
 def _project(c_in: int, c_out: int) -> nn.Sequential:
@@ -102,6 +105,9 @@ class MultiResolutionFusion(nn.ModuleList):
             if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != c:
                 got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
                 raise ValueError(f"MultiResolutionFusion: branch {j} must be (N, {c}, H, W), got {got}")
+        backend = resolve_backend(self.backend, xs[0].device)
+        if use_level2(self, xs, backend):
+            return folded_forward(self, xs, backend)
         outs = []
         for i, row in enumerate(self):
             same = [row[j](xs[j]) for j in range(i)]
@@ -113,7 +119,7 @@ class MultiResolutionFusion(nn.ModuleList):
                     low,
                     mode=self.upsample,
                     align_corners=self.align_corners,
-                    backend=self.backend,
+                    backend=backend,
                 )
             )
         return outs

@@ -29,7 +29,7 @@ class BackendUnavailableError(RuntimeError):
 @dataclass(frozen=True)
 class Backend:
     name: str
-    device_types: tuple[str, ...] | None  # None: any device
+    device_types: tuple[str, ...] | Callable[[], tuple[str, ...]] | None  # None: any device
     probe: Callable[[], str | None]  # None when usable, else the reason it is not
     summary: str
 
@@ -38,11 +38,26 @@ def _always() -> str | None:
     return None
 
 
-def _not_in_this_version(name: str) -> Callable[[], str | None]:
-    def probe() -> str | None:
-        return f"this version of hrnet_fast has no {name} kernels yet"
+def _probe_triton() -> str | None:
+    """Usable when triton imports and a CUDA GPU is there, or under TRITON_INTERPRET=1 (CPU, for
+    tests). Defines the backend's custom ops (``hrnet_fast::*_triton``) when it is usable."""
+    from ..kernels import interpreted
 
-    return probe
+    try:
+        import triton  # noqa: F401
+    except ImportError as exc:
+        return f"triton does not import ({exc})"
+    if not interpreted() and not torch.cuda.is_available():
+        return "no CUDA GPU (TRITON_INTERPRET=1 runs the Triton kernels on the CPU, slowly, for tests)"
+    from . import triton_ops  # noqa: F401  (defines the ops)
+
+    return None
+
+
+def _triton_devices() -> tuple[str, ...]:
+    from ..kernels import interpreted
+
+    return ("cuda", "cpu") if interpreted() else ("cuda",)
 
 
 def _extension_probe(device_type: str) -> Callable[[], str | None]:
@@ -60,7 +75,7 @@ _REGISTRY: dict[str, Backend] = {
     b.name: b
     for b in (
         Backend("reference", None, _always, "PyTorch ops (the official composition), any device"),
-        Backend("triton", ("cuda",), _not_in_this_version("Triton"), "fused Triton kernels, CUDA GPUs"),
+        Backend("triton", _triton_devices, _probe_triton, "fused Triton kernels, CUDA GPUs"),
         Backend("cuda", ("cuda",), _extension_probe("cuda"), "fused CUDA C++ kernels"),
         Backend("cpu", ("cpu",), _extension_probe("cpu"), "fused C++/OpenMP kernels, CPU"),
     )
@@ -109,8 +124,14 @@ def available_backends(device: torch.device | str | None = None) -> list[str]:
     ]
 
 
+def _device_types(backend: Backend) -> tuple[str, ...] | None:
+    types = backend.device_types
+    return types() if callable(types) else types
+
+
 def _serves(backend: Backend, device_type: str) -> bool:
-    return backend.device_types is None or device_type in backend.device_types
+    types = _device_types(backend)
+    return types is None or device_type in types
 
 
 def _require_available(name: str) -> None:
@@ -185,7 +206,7 @@ def resolve_backend(name: str | None, device: torch.device) -> str:
     backend = _REGISTRY[key]
     if not _serves(backend, device.type):
         raise BackendUnavailableError(
-            f"backend {key!r} runs on {'/'.join(backend.device_types or ())} tensors, "
+            f"backend {key!r} runs on {'/'.join(_device_types(backend) or ())} tensors, "
             f"got tensors on {device}; use backend='auto' or 'reference'"
         )
     return key

@@ -82,10 +82,16 @@ def upsample_concat_extension(xs, mode, align_corners):
     return torch.ops.hrnet_fast.upsample_concat(xs, mode, align_corners)
 
 
+def upsample_concat_triton(xs, mode, align_corners):
+    """The Triton op, defined by ``ops/triton_ops.py`` once the triton backend is found usable."""
+    return torch.ops.hrnet_fast.upsample_concat_triton(xs, mode, align_corners)
+
+
 _IMPLS: dict[str, Callable[..., Tensor]] = {
     "reference": upsample_concat_reference,
     "cpu": upsample_concat_extension,
     "cuda": upsample_concat_extension,
+    "triton": upsample_concat_triton,
 }
 
 

@@ -99,10 +99,16 @@ def upsample_sum_extension(base, same, low, mode, align_corners, relu):
     return torch.ops.hrnet_fast.upsample_sum(base, same, low, mode, align_corners, relu)
 
 
+def upsample_sum_triton(base, same, low, mode, align_corners, relu):
+    """The Triton op, defined by ``ops/triton_ops.py`` once the triton backend is found usable."""
+    return torch.ops.hrnet_fast.upsample_sum_triton(base, same, low, mode, align_corners, relu)
+
+
 _IMPLS: dict[str, Callable[..., Tensor]] = {
     "reference": upsample_sum_reference,
     "cpu": upsample_sum_extension,
     "cuda": upsample_sum_extension,
+    "triton": upsample_sum_triton,
 }
 
 

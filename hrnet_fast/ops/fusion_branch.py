@@ -1,0 +1,166 @@
+"""``fusion_branch``: one output branch of HRNet's fusion step for inference, fully fused (level 2).
+
+    out = act( base
+             + sum_k conv3x3_stride2_pad1(down[k], down_weight[k])
+             + sum_k interp(conv1x1(low[k], low_weight[k]), size=base.shape[-2:], mode, align_corners)
+             + bias )
+
+base: (N, C, H, W). down[k]: (N, Cd_k, Hd_k, Wd_k), the input of the *last* stride-2 3x3 conv of the
+downsample chain from a higher-resolution branch (its earlier steps stay framework convs), so
+ceil(Hd_k / 2) = H and ceil(Wd_k / 2) = W; down_weight[k]: (C, Cd_k, 3, 3). low[k]: (N, Cl_k, h_k, w_k),
+a lower-resolution branch at any size; low_weight[k]: (C, Cl_k, 1, 1). bias: (C,). Weights and bias
+have base's dtype and device. BatchNorm is folded into the weights (W * gamma / sqrt(var + eps)), and
+the folded shifts of all paths are summed into ``bias`` (interpolation keeps constants, so one bias
+serves every path). ``out`` has base's dtype, device and strides.
+
+Inference only: the op has no gradient (its autograd formula raises); training runs level 1
+(:mod:`hrnet_fast.ops.upsample_sum`). A fused backend implements :data:`FORWARD_SCHEMA` and calls
+:func:`register_fused`, which gives the op its fake (meta) implementation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .backends import resolve_backend
+from .checks import check_feature_maps, check_mode
+from .interp import interpolate
+
+log = logging.getLogger(__name__)
+
+FORWARD_SCHEMA = (
+    "(Tensor base, Tensor[] down, Tensor[] down_weight, Tensor[] low, Tensor[] low_weight, Tensor bias,"
+    " str mode, bool align_corners, bool relu) -> Tensor"
+)
+
+
+def fusion_branch_reference(
+    base: Tensor,
+    down: Sequence[Tensor],
+    down_weight: Sequence[Tensor],
+    low: Sequence[Tensor],
+    low_weight: Sequence[Tensor],
+    bias: Tensor,
+    mode: str,
+    align_corners: bool,
+    relu: bool,
+) -> Tensor:
+    """The eval-mode composition with folded BN, in PyTorch ops (one kernel per conv, add, upsample)."""
+    out = base + bias.view(1, -1, 1, 1)
+    for x, w in zip(down, down_weight, strict=True):
+        out = out + F.conv2d(x, w, stride=2, padding=1)
+    for x, w in zip(low, low_weight, strict=True):
+        out = out + interpolate(F.conv2d(x, w), base.shape[-2:], mode, align_corners)
+    return torch.relu(out) if relu else out
+
+
+def weight_layout(weight: Tensor) -> Tensor:
+    """``weight`` (C_out, C_in, k, k) with (k, k, C_in, C_out) memory, the layout fused kernels read
+    without a copy (a view when it is already so). Any layout is accepted; this one is fastest."""
+    return weight.permute(2, 3, 1, 0).contiguous().permute(3, 2, 0, 1)
+
+
+def _forward_fake(base, down, down_weight, low, low_weight, bias, mode, align_corners, relu):
+    return torch.empty_like(base)
+
+
+def _no_backward(ctx, grad):
+    raise RuntimeError(
+        "fusion_branch is inference-only and has no gradient; MultiResolutionFusion runs level 1 "
+        "(upsample_sum) whenever gradients are needed"
+    )
+
+
+def register_fused(forward_op: str) -> None:
+    """Give a backend's fusion_branch op (qualified name) its fake implementation, and an autograd
+    formula that says clearly that the op is inference-only."""
+    torch.library.register_fake(forward_op)(_forward_fake)
+    torch.library.register_autograd(forward_op, _no_backward)
+
+
+def _triton(*args) -> Tensor:
+    return torch.ops.hrnet_fast.fusion_branch_triton(*args)
+
+
+# Fused backends: their kernel and the dtypes it covers. The reference is the fallback.
+_IMPLS: dict[str, tuple[Callable[..., Tensor], tuple[torch.dtype, ...]]] = {
+    "triton": (_triton, (torch.float16, torch.bfloat16, torch.float32)),
+}
+
+
+def has_fused_kernel(backend: str) -> bool:
+    return backend in _IMPLS
+
+
+def unsupported_reason(backend: str, dtype: torch.dtype) -> str | None:
+    """None when ``backend`` runs fusion_branch fused for maps of ``dtype``, else why not."""
+    if backend not in _IMPLS:
+        return f"backend {backend!r} has no fused fusion_branch kernel"
+    if dtype not in _IMPLS[backend][1]:
+        return f"backend {backend!r} runs fusion_branch for {_IMPLS[backend][1]}, not {dtype}"
+    return None
+
+
+def _check(base, down, down_weight, low, low_weight, bias) -> None:
+    check_feature_maps(
+        "fusion_branch",
+        [("base", base)]
+        + [(f"down[{k}]", t) for k, t in enumerate(down)]
+        + [(f"low[{k}]", t) for k, t in enumerate(low)],
+    )
+    c, h, w = base.shape[1:]
+    if len(down) != len(down_weight) or len(low) != len(low_weight):
+        raise ValueError(
+            f"fusion_branch: {len(down)} down maps with {len(down_weight)} weights, "
+            f"{len(low)} low maps with {len(low_weight)} weights"
+        )
+    params = [("bias", bias, (c,))]
+    for k, (x, wt) in enumerate(zip(down, down_weight, strict=True)):
+        if (-(-x.shape[2] // 2), -(-x.shape[3] // 2)) != (h, w):
+            raise ValueError(
+                f"fusion_branch: down[{k}] is {tuple(x.shape[-2:])}; a stride-2 conv of it is not base's {(h, w)}"
+            )
+        params.append((f"down_weight[{k}]", wt, (c, x.shape[1], 3, 3)))
+    params += [
+        (f"low_weight[{k}]", wt, (c, x.shape[1], 1, 1)) for k, (x, wt) in enumerate(zip(low, low_weight, strict=True))
+    ]
+    for name, t, shape in params:
+        if tuple(t.shape) != shape:
+            raise ValueError(f"fusion_branch: {name} must have shape {shape}, got {tuple(t.shape)}")
+        if t.dtype != base.dtype or t.device != base.device:
+            raise TypeError(f"fusion_branch: {name} is {t.dtype} on {t.device}, base is {base.dtype} on {base.device}")
+
+
+def fusion_branch(
+    base: Tensor,
+    down: Sequence[Tensor],
+    down_weight: Sequence[Tensor],
+    low: Sequence[Tensor],
+    low_weight: Sequence[Tensor],
+    bias: Tensor,
+    *,
+    mode: str = "nearest",
+    align_corners: bool = False,
+    relu: bool = True,
+    backend: str | None = None,
+) -> Tensor:
+    """One fused fusion-step branch (see the module docstring); ``backend`` overrides the global choice.
+
+    Backends without a fused kernel for these inputs run :func:`fusion_branch_reference` (with a
+    debug log line saying why)."""
+    down, down_weight, low, low_weight = list(down), list(down_weight), list(low), list(low_weight)
+    check_mode(mode, align_corners)
+    _check(base, down, down_weight, low, low_weight, bias)
+    name = resolve_backend(backend, base.device)
+    reason = unsupported_reason(name, base.dtype)
+    args = (base, down, down_weight, low, low_weight, bias, mode, align_corners, relu)
+    if reason is None:
+        return _IMPLS[name][0](*args)
+    if name != "reference" and not torch.compiler.is_compiling():
+        log.debug("fusion_branch: %s; using the reference composition", reason)
+    return fusion_branch_reference(*args)

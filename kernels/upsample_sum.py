@@ -1,0 +1,185 @@
+"""Triton kernels of ``upsample_sum`` (level 1 of the fusion step), forward and backward.
+
+    forward:  out = act(base + sum_k same[k] + sum_k interp(low[k], size=(H, W)))   one launch
+    backward: g_m = grad * (out > 0) (ReLU) or grad;   d low[k] = interp_adjoint(g_m)  (interp.py)
+
+All maps are (N, C, ., .), dense in the layout of ``base`` (NCHW or channels_last); ``out`` may have
+any strides. Accumulation is fp32 and the result is rounded once to the maps' dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+from .interp import (
+    check_index_range,
+    in_layout,
+    interp_adjoint,
+    interp_load,
+    num_warps,
+    offset,
+    source_args,
+    store,
+    tile,
+    tile_grid,
+)
+
+
+@triton.jit
+def upsample_sum_kernel(
+    out_ptr,
+    out_sn,
+    out_sc,
+    out_sh,
+    out_sw,
+    base_ptr,
+    same,
+    low,
+    low_h,
+    low_w,
+    scale_h,
+    scale_w,
+    N,
+    C,
+    H,
+    W,
+    NUM_SAME: tl.constexpr,
+    NUM_LOW: tl.constexpr,
+    BILINEAR: tl.constexpr,
+    ALIGN_CORNERS: tl.constexpr,
+    RELU: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+    BLOCK_A: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+):
+    n, c, y, x, mask = tile(N, C, H, W, CHANNELS_LAST, BLOCK_A, BLOCK_B)
+    at = offset(n, c, y, x, C, H, W, CHANNELS_LAST)
+    acc = tl.load(base_ptr + at, mask=mask, other=0.0).to(tl.float32)
+    for k in tl.static_range(NUM_SAME):
+        acc += tl.load(same[k] + at, mask=mask, other=0.0).to(tl.float32)
+    for k in tl.static_range(NUM_LOW):
+        acc += interp_load(
+            low[k],
+            n,
+            c,
+            y,
+            x,
+            C,
+            low_h[k],
+            low_w[k],
+            scale_h[k],
+            scale_w[k],
+            mask,
+            BILINEAR,
+            ALIGN_CORNERS,
+            CHANNELS_LAST,
+        )
+    store(out_ptr, acc, n, c, y, x, out_sn, out_sc, out_sh, out_sw, mask, RELU)
+
+
+@triton.jit
+def relu_grad_kernel(
+    out_ptr,
+    out_sn,
+    out_sc,
+    out_sh,
+    out_sw,
+    grad_ptr,
+    y_ptr,
+    N,
+    C,
+    H,
+    W,
+    RELU: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+    BLOCK_A: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+):
+    """out = grad * (y > 0) under ReLU, else grad (y: the forward output)."""
+    n, c, yy, x, mask = tile(N, C, H, W, CHANNELS_LAST, BLOCK_A, BLOCK_B)
+    at = offset(n, c, yy, x, C, H, W, CHANNELS_LAST)
+    g = tl.load(grad_ptr + at, mask=mask, other=0.0).to(tl.float32)
+    if RELU:
+        g = g * (tl.load(y_ptr + at, mask=mask, other=0.0).to(tl.float32) > 0).to(tl.float32)
+    store(out_ptr, g, n, c, yy, x, out_sn, out_sc, out_sh, out_sw, mask, False)
+
+
+def upsample_sum_forward(
+    out: torch.Tensor,
+    base: torch.Tensor,
+    same: Sequence[torch.Tensor],
+    low: Sequence[torch.Tensor],
+    mode: str,
+    align_corners: bool,
+    relu: bool,
+    channels_last: bool,
+) -> None:
+    """Write act(base + sum(same) + sum(interp(low))) into ``out`` (any strides), one launch.
+
+    ``base``, every ``same[k]`` and every ``low[k]`` must be dense in the given layout."""
+    check_index_range(base, *low)
+    n, c, h, w = base.shape
+    bilinear = mode == "bilinear"
+    grid, block_a, block_b = tile_grid(n, c, h, w, channels_last)
+    upsample_sum_kernel[grid](
+        out,
+        *out.stride(),
+        base,
+        tuple(same),
+        tuple(low),
+        *source_args(low, h, w, bilinear, align_corners),
+        n,
+        c,
+        h,
+        w,
+        NUM_SAME=len(same),
+        NUM_LOW=len(low),
+        BILINEAR=bilinear,
+        ALIGN_CORNERS=align_corners,
+        RELU=relu,
+        CHANNELS_LAST=channels_last,
+        BLOCK_A=block_a,
+        BLOCK_B=block_b,
+        num_warps=num_warps(block_a, block_b),
+    )
+
+
+def upsample_sum_backward(
+    grad_base: torch.Tensor,
+    grad_low: Sequence[torch.Tensor],
+    grad: torch.Tensor,
+    out: torch.Tensor,
+    mode: str,
+    align_corners: bool,
+    relu: bool,
+    channels_last: bool,
+) -> None:
+    """Write g_m = grad * (out > 0) (or grad) into ``grad_base`` (any strides) and the adjoint of
+    each low input's interpolation, applied to g_m, into ``grad_low[k]``.
+
+    ``grad``, ``out`` and every ``grad_low[k]`` must be dense in the given layout."""
+    check_index_range(grad)
+    n, c, h, w = grad.shape
+    grid, block_a, block_b = tile_grid(n, c, h, w, channels_last)
+    relu_grad_kernel[grid](
+        grad_base,
+        *grad_base.stride(),
+        grad,
+        out,
+        n,
+        c,
+        h,
+        w,
+        RELU=relu,
+        CHANNELS_LAST=channels_last,
+        BLOCK_A=block_a,
+        BLOCK_B=block_b,
+        num_warps=num_warps(block_a, block_b),
+    )
+    g_m = in_layout(grad_base, channels_last)  # the adjoint reads a dense map in grad's layout
+    for t in grad_low:
+        interp_adjoint(t, g_m, 0, mode, align_corners, channels_last)

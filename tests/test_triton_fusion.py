@@ -1,0 +1,180 @@
+"""MultiResolutionFusion and HRNet on the triton backend: level 2 in inference (BN folded, against
+the eval-mode reference with BN), level 1 in training, fresh folded weights, torch.compile."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+from triton_helpers import (
+    DEVICES,
+    exact_fp32,  # noqa: F401  (an autouse fixture)
+    judge,
+)
+
+from hrnet_fast import HRNet
+from hrnet_fast.nn import MultiResolutionFusion, folded_fusion
+
+CHANNELS = (16, 24, 40, 64)
+MODES = [("nearest", False), ("bilinear", False), ("bilinear", True)]
+FLAVOURS = [  # (dtype, channels_last), pairwise over the modes
+    (torch.float32, False),
+    (torch.float16, True),
+    (torch.bfloat16, False),
+    (torch.float32, True),
+]
+
+
+def _randomize_bn(module: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2)
+                m.weight.normal_()
+                m.bias.normal_()
+    return module
+
+
+def _fusion(device, mode="nearest", ac=False, num_outputs=None) -> MultiResolutionFusion:
+    fuse = MultiResolutionFusion(CHANNELS, num_outputs, upsample=mode, align_corners=ac, backend="triton")
+    return _randomize_bn(fuse).to(device).eval()
+
+
+def _branches(device, dtype=torch.float32, channels_last=False, n=2, h=17, w=13):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    xs = []
+    for c in CHANNELS:
+        xs.append(torch.randn(n, c, h, w, device=device).to(dtype).contiguous(memory_format=fmt))
+        h, w = math.ceil(h / 2), math.ceil(w / 2)
+    return xs
+
+
+def _reference(fuse, dtype):
+    ref = copy.deepcopy(fuse).to(dtype)
+    ref.backend = "reference"
+    return ref
+
+
+@pytest.fixture
+def level2_calls(monkeypatch):
+    """Counts the fused fusion_branch calls the module makes."""
+    calls = []
+    real = folded_fusion.fusion_branch
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["backend"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(folded_fusion, "fusion_branch", counting)
+    return calls
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("dtype", "channels_last"), FLAVOURS, ids=["f32", "f16-cl", "bf16", "f32-cl"])
+@pytest.mark.parametrize(("mode", "ac"), MODES)
+def test_inference_runs_level2_and_matches_the_eval_reference_with_bn(
+    mode, ac, dtype, channels_last, device, level2_calls
+):
+    fuse = _fusion(device, mode, ac).to(dtype)
+    xs = _branches(device, dtype, channels_last)
+    with torch.no_grad():
+        outs = fuse(xs)
+        refs = _reference(fuse, dtype)(xs)
+        refs64 = _reference(fuse, torch.float64)([x.double() for x in xs])
+    assert level2_calls == ["triton"] * 4
+    for i, (out, ref, ref64) in enumerate(zip(outs, refs, refs64, strict=True)):
+        assert out.stride() == xs[i].stride()
+        judge(out, ref, ref64, fp32_tol=1e-5, what=f"branch {i}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_single_output_module_and_inference_mode(device, level2_calls):
+    fuse = _fusion(device, num_outputs=1)
+    xs = _branches(device, n=1, h=9, w=15)
+    with torch.inference_mode():
+        (out,) = fuse(xs)
+        (ref,) = _reference(fuse, torch.float32)(xs)
+    assert level2_calls == ["triton"]
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_folded_weights_follow_load_state_dict_in_place_updates_and_dtype(device):
+    fuse = _fusion(device)
+    xs = _branches(device)
+    with torch.no_grad():
+        fuse(xs)  # folds and caches
+        fuse.load_state_dict(_randomize_bn(copy.deepcopy(fuse)).state_dict())
+        torch.testing.assert_close(fuse(xs), _reference(fuse, torch.float32)(xs), rtol=1e-5, atol=1e-5)
+        fuse[2][0][1][0].weight.mul_(3)  # second step of the 0 -> 2 chain, in place
+        torch.testing.assert_close(fuse(xs), _reference(fuse, torch.float32)(xs), rtol=1e-5, atol=1e-5)
+        fuse[0][1][1].running_var.data.mul_(4)  # through .data: no version bump, so clear by hand
+        folded_fusion.clear_folded(fuse)
+        torch.testing.assert_close(fuse(xs), _reference(fuse, torch.float32)(xs), rtol=1e-5, atol=1e-5)
+        fuse.to(torch.float16)
+        half = [x.half() for x in xs]
+        refs64 = _reference(fuse, torch.float64)([x.double() for x in xs])
+        for out, ref, ref64 in zip(fuse(half), _reference(fuse, torch.float16)(half), refs64, strict=True):
+            judge(out, ref, ref64, what="after .to(float16)")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_training_runs_level1_with_gradients_matching_the_reference(device, level2_calls):
+    fuse = _fusion(device, "bilinear").train()
+    ref = _reference(fuse, torch.float32)
+    xs = [x.requires_grad_() for x in _branches(device, channels_last=True)]
+    outs, refs = fuse(xs), ref(xs)
+    assert level2_calls == []
+    for out, r in zip(outs, refs, strict=True):
+        torch.testing.assert_close(out, r, rtol=1e-5, atol=1e-5)
+    loss = sum((o * torch.linspace(-1, 1, o.numel(), device=device).view_as(o)).sum() for o in outs)
+    loss_ref = sum((o * torch.linspace(-1, 1, o.numel(), device=device).view_as(o)).sum() for o in refs)
+    params, params_ref = list(fuse.parameters()), list(ref.parameters())
+    got = torch.autograd.grad(loss, [*xs, *params])
+    want = torch.autograd.grad(loss_ref, [*xs, *params_ref])
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_level1_when_level2_does_not_apply_says_why(device, caplog, level2_calls):
+    fuse = _fusion(device)
+    xs = _branches(device)
+    with caplog.at_level("DEBUG", logger="hrnet_fast.nn.folded_fusion"):
+        fuse(xs)  # eval, but parameters need gradients
+        with torch.no_grad():
+            fuse.double()([x.double() for x in xs])
+    assert level2_calls == []
+    assert "gradients are needed" in caplog.text and "not torch.float64" in caplog.text
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("training", [False, True], ids=["eval-level2", "train-level1"])
+def test_compiles_with_no_graph_break(training, device):
+    fuse = _fusion(device, "bilinear").train(training)
+    xs = _branches(device, n=1, h=9, w=7)
+    compiled = torch.compile(fuse, fullgraph=True, backend="aot_eager")
+    with torch.set_grad_enabled(training):
+        got, want = compiled(xs), _reference(fuse, torch.float32)(xs)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    if training:
+        sum(o.sum() for o in got).backward()
+        assert all(p.grad is not None for p in fuse.parameters())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_hrnet_w32_pose_on_triton_matches_the_reference_model(device):
+    torch.manual_seed(0)
+    model = _randomize_bn(HRNet("w32", head="pose")).to(device).eval()
+    ref = copy.deepcopy(model)
+    model.backend, ref.backend = "triton", "reference"
+    x = torch.randn(1, 3, 64, 48, device=device)
+    with torch.no_grad():
+        out, want = model(x), ref(x)
+    assert out.shape == (1, 17, 16, 12)
+    torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
