@@ -80,7 +80,6 @@ def cases(batch: int):
     from hrnet_fast.kernels.fusion_branch import fusion_branch_forward
     from hrnet_fast.kernels.upsample_concat import upsample_concat_backward, upsample_concat_forward
     from hrnet_fast.kernels.upsample_sum import upsample_sum_backward, upsample_sum_forward
-
     from hrnet_fast.ops.fusion_branch import weight_layout
 
     modes = [("nearest", False), ("bilinear", False), ("bilinear", True)]

@@ -42,11 +42,11 @@ from torch import nn
 L2_BYTES = 60 * 2**20
 
 try:
-    import hrnet_fast.kernels
     import triton
     import triton.testing
 
     import hrnet_fast
+    import hrnet_fast.kernels
     from hrnet_fast.nn import MultiResolutionFusion
     from hrnet_fast.ops import upsample_sum
     from hrnet_fast.ops.upsample_sum import upsample_sum_reference
@@ -230,7 +230,6 @@ def level2(case, flavour, mode, compile_on, state) -> dict:
 def sweep(case, flavour) -> list[dict]:
     """Times a few tile choices of the level-2 kernel per branch of one case (launcher level)."""
     from hrnet_fast.kernels.fusion_branch import fusion_branch_forward, launch_config
-
     from hrnet_fast.nn.folded_fusion import folded_branches
 
     name, width, (h, w), batch = case

@@ -12,9 +12,13 @@ from torch import nn
 
 from hrnet_fast import HRNet, available_backends
 from hrnet_fast.bench.memory import saved_tensor_bytes
+from hrnet_fast.kernels import interpreted
 
 FUSED_CPU = [b for b in available_backends("cpu") if b != "reference"]
 ALL_CPU = ["reference", *FUSED_CPU]
+# Multi-step runs (DDP, overfitting) skip Triton's CPU interpreter, which takes minutes there; its
+# training math is covered above by the gradient tests, and on a GPU by the same tests with CUDA.
+COMPILED_CPU = [b for b in ALL_CPU if not (b == "triton" and interpreted())]
 
 
 def _grads(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -154,7 +158,7 @@ def test_overfit_a_synthetic_heatmap_target_exactly_as_the_reference():
     ref = torch.tensor(_overfit("reference", initial, x, target, steps=40))
     spread = ((torch.tensor(_overfit("reference", initial, nudged, target, steps=40)) - ref).abs() / ref).max()
     assert ref[-1] < 0.1 * ref[0], ref
-    for backend in FUSED_CPU:
+    for backend in COMPILED_CPU[1:]:
         losses = torch.tensor(_overfit(backend, initial, x, target, steps=40))
         torch.testing.assert_close(losses[:3], ref[:3], rtol=1e-4, atol=1e-7, msg=backend)  # before chaos sets in
         assert ((losses - ref).abs() / ref).max() <= 2 * spread + 1e-6, (backend, losses, ref)
@@ -188,7 +192,7 @@ def _frozen_bn(model: nn.Module) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize("backend", ALL_CPU)
+@pytest.mark.parametrize("backend", COMPILED_CPU)
 def test_ddp_on_two_cpu_processes_equals_one_process_on_the_global_batch(backend, tmp_path):
     initial = HRNet("w18_small_v1", head="seg", num_classes=3).state_dict()
     x, target = torch.randn(4, 3, 64, 48), torch.randint(0, 3, (4, 16, 12))
