@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hrnet_fast import HEADS, HRNet, optimize
+from hrnet_fast import HEADS, HRNet, available_backends, optimize
 from hrnet_fast.nn import FoldedConv, fold_conv_bn
 from hrnet_fast.ops import backends, conv_bias_act, conv_bias_act_reference
 
@@ -44,6 +44,18 @@ def test_optimized_model_matches_the_reference_in_fp32(head):
     for o, r in zip(out, ref, strict=True):
         assert o.dtype == torch.float32 and o.shape == r.shape
         torch.testing.assert_close(o, r, rtol=1e-5, atol=1e-5 * r.abs().max().item())
+
+
+@pytest.mark.parametrize("backend", available_backends("cpu"))
+def test_optimized_model_matches_on_every_backend(backend):
+    """With folded fusion paths too (triton runs them through its level-2 kernel)."""
+    model = trained_like(HRNet("w18_small_v1", head="seg"))
+    engine = optimize(model, backend=backend)
+    assert engine.model.backend == backend
+    x = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        ref = model(x)
+    torch.testing.assert_close(engine(x), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
 
 
 def test_bf16_engine_error_is_within_twice_the_reference_implementations_own_bf16_error():

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.fusion_branch import fusion_branch, has_fused_kernel, unsupported_reason, weight_layout
+from .folded import FoldedConv, fold_conv_bn
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,13 @@ class FoldedBranch:
 _CACHE: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
-def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
-    """(W * s, beta - mean * s) with s = gamma / sqrt(var + eps), computed in fp32."""
-    scale = bn.weight.float() * torch.rsqrt(bn.running_var.float() + bn.eps)
-    return conv.weight.float() * scale.view(-1, 1, 1, 1), bn.bias.float() - bn.running_mean.float() * scale
+def _fold(step: nn.Sequential) -> tuple[Tensor, Tensor]:
+    """(W', b') in fp32 of one path step: Sequential(conv, BN[, ReLU]) as the official layout has it,
+    or Sequential(FoldedConv) once :func:`hrnet_fast.optimize` has folded it already."""
+    if isinstance(step[0], FoldedConv):
+        return step[0].weight.float(), step[0].bias.float()
+    weight, bias = fold_conv_bn(step[0], step[1])
+    return weight.float(), bias.float()
 
 
 def _fold_branches(fusion: nn.ModuleList, dtype: torch.dtype) -> list[FoldedBranch]:
@@ -59,12 +63,12 @@ def _fold_branches(fusion: nn.ModuleList, dtype: torch.dtype) -> list[FoldedBran
             steps, down_weight, low_weight, biases = [], [], [], []
             for j in range(n):
                 if j < i:
-                    folded = [_fold(step[0], step[1]) for step in row[j]]
+                    folded = [_fold(step) for step in row[j]]
                     steps.append([(w.to(dtype), b.to(dtype)) for w, b in folded[:-1]])
                     down_weight.append(weight_layout(folded[-1][0].to(dtype)))
                     biases.append(folded[-1][1])
                 elif j > i:
-                    w, b = _fold(row[j][0], row[j][1])
+                    w, b = _fold(row[j])
                     low_weight.append(weight_layout(w.to(dtype)))
                     biases.append(b)
             bias = torch.stack(biases).sum(0).to(dtype)
