@@ -20,6 +20,7 @@ import functools
 import json
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ import torch
 import hrnet_fast
 from hrnet_fast import HRNet
 from hrnet_fast.bench.report import table
+from hrnet_fast.bench.results import environment, markdown_header
 from hrnet_fast.nn import MultiResolutionFusion, fusion
 from hrnet_fast.ops import upsample_sum
 
@@ -208,8 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         results = {"setup": header, "op": op_rows, "model": model_rows, "reference_time_split": share_rows}
         (args.out / "cpu_ext.json").write_text(json.dumps(results, indent=2))
+        env = environment(torch.device("cpu"), " ".join(["python benchmarks/cpu_ext.py", *(argv or sys.argv[1:])]))
         (args.out / "cpu_ext.md").write_text(
-            f"{header}\n\n```\n{op_table}\n```\n\n```\n{model_table}\n```\n\n```\n{share_table}\n```\n"
+            markdown_header("C++ extension, backend cpu (benchmarks/cpu_ext.py)", env)
+            + f"\n{header}\n\n```\n{op_table}\n```\n\n```\n{model_table}\n```\n\n```\n{share_table}\n```\n"
         )
     return 0
 

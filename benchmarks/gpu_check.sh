@@ -1,37 +1,61 @@
 #!/usr/bin/env bash
-# The one prepared GPU check: install, GPU correctness tests, timings, in a single device call.
+# The prepared GPU check: install, correctness on CUDA, timings; one part per device call.
 #
-#   device run:  bash benchmarks/gpu_check.sh          (timeout_s about 540; results land in $OUT)
-#   afterwards:  cp <files_at>/*.json benchmarks/results/ && python benchmarks/update_results.py
+#   bash benchmarks/gpu_check.sh kernels   ~6 min: install, C++ extension build + checks + timings
+#                                          (gpu_cuda.py), Triton checks + timings (gpu_triton.py),
+#                                          the cuda-marked tests of the C++ backend and of the models
+#   bash benchmarks/gpu_check.sh models    ~7 min: install, `hrnet-fast bench` W32 pose fp16
+#                                          channels_last at batch 32 (with every torch.compile peer)
+#                                          and 128, and the training benchmark (AMP fp16)
+#   bash benchmarks/gpu_check.sh triton-tests   ~5 min: every cuda-marked Triton test (compiles
+#                                          ~200 kernel variants)
 #
-# Everything it measures is written as JSON in the `hrnet-fast bench --json` format, plus one log.
-# It runs on the H200 image as it is (torch 2.11, triton 3.6, Python 3.12, nvcc, no network).
+# Run each through the device tool with timeout_s of about 540. Results land in $OUT (the device
+# tool's output folder; /tmp/hrnet_fast_gpu elsewhere). Afterwards, on this machine:
+#   cp <files_at>/gpu-*.json benchmarks/results/; cp <files_at>/cuda/gpu_cuda.md benchmarks/results/;
+#   cp <files_at>/triton/results.md benchmarks/results/gpu_triton.md; python benchmarks/update_results.py
+# It runs on the H200 image as it is (torch 2.11, triton 3.6, Python 3.12, nvcc 13.0, no network).
 set -uo pipefail
+PART=${1:-kernels}
 OUT=${OUT:-/tmp/hrnet_fast_gpu}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 step() { echo "== $(date +%T) $*"; }
 {
-    step environment
+    step "environment ($PART)"
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv
     python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
-
     step install
     python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
 
-    step "GPU correctness tests (pytest -m cuda)"
-    timeout 240 python3 -m pytest -q -x -m cuda tests/
-
-    for script in benchmarks/gpu_triton.py benchmarks/gpu_cuda.py; do
-        if [ -f "$script" ]; then
-            step "$script"
-            timeout 240 python3 "$script" "$OUT"
-        fi
-    done
-
-    step "hrnet-fast bench: W32 pose, fp16 channels_last, batch 32, with torch.compile"
-    timeout 300 hrnet-fast bench --dtype float16 --channels-last --batch 32 --compile --json "$OUT/gpu-w32-b32-fp16cl.json"
-    step "hrnet-fast bench: W32 pose, fp16 channels_last, batch 128"
-    timeout 120 hrnet-fast bench --dtype float16 --channels-last --batch 128 --json "$OUT/gpu-w32-b128-fp16cl.json"
+    case "$PART" in
+    kernels)
+        step "C++ extension: build, correctness, timings"
+        timeout 240 python3 benchmarks/gpu_cuda.py "$OUT/cuda"
+        step "Triton: correctness, timings (target case first)"
+        timeout 200 python3 benchmarks/gpu_triton.py "$OUT/triton" --budget-s 150
+        step "cuda-marked tests: C++ backend, models, optimize(), training, harness"
+        timeout 150 python3 -m pytest -q -m cuda tests/test_cpp_ops.py tests/test_cpp_model.py \
+            tests/test_optimize.py tests/test_training.py tests/test_bench.py
+        ;;
+    models)
+        step "hrnet-fast bench: W32 pose fp16 channels_last, batch 32, with the torch.compile peers"
+        timeout 300 hrnet-fast bench --dtype float16 --channels-last --batch 32 --compile \
+            --json "$OUT/gpu-w32-pose-b32-fp16-channels_last.json"
+        step "hrnet-fast bench: batch 128 (model only)"
+        timeout 90 hrnet-fast bench --dtype float16 --channels-last --batch 128 --suite model \
+            --json "$OUT/gpu-w32-pose-b128-fp16-channels_last.json"
+        step "hrnet-fast bench --train: AMP fp16"
+        timeout 120 hrnet-fast bench --train --dtype float16 --channels-last --json "$OUT/gpu-train-amp-fp16.json"
+        ;;
+    triton-tests)
+        step "cuda-marked Triton tests"
+        timeout 500 python3 -m pytest -q -m cuda tests/test_triton_*.py
+        ;;
+    *)
+        echo "unknown part $PART: kernels, models or triton-tests" >&2
+        exit 2
+        ;;
+    esac
     step done
-} 2>&1 | tee "$OUT/gpu_check.log"
+} 2>&1 | tee "$OUT/gpu_check-$PART.log"

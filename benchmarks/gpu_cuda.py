@@ -37,6 +37,7 @@ import torch
 import hrnet_fast
 from hrnet_fast import _ext
 from hrnet_fast.bench.report import table
+from hrnet_fast.bench.results import environment, markdown_header
 
 sum_mod = importlib.import_module("hrnet_fast.ops.upsample_sum")
 concat_mod = importlib.import_module("hrnet_fast.ops.upsample_concat")
@@ -353,8 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "gpu_cuda.json").write_text(json.dumps(results, indent=2))
     failed = [f"- {r['check']}: {r['detail']}" for r in checks.results if not r["ok"]]
     (args.out / "gpu_cuda.md").write_text(
-        f"# CUDA C++ backend on {setup}\n\n"
-        f"Extension: {info['backend']} after {info['build_or_load_s']:.1f} s ({info['nvcc']}).\n\n"
+        markdown_header(
+            "CUDA C++ backend (benchmarks/gpu_cuda.py)",
+            environment(torch.device(DEVICE), " ".join(["python benchmarks/gpu_cuda.py", *sys.argv[1:]])),
+        )
+        + f"\nExtension: {info['backend']} after {info['build_or_load_s']:.1f} s ({info['nvcc']}).\n\n"
         f"Correctness: {len(checks.results) - checks.failed} of {len(checks.results)} checks pass.\n"
         + "".join(f"{line}\n" for line in failed)
         + f"\nCopy bandwidth {copy_bw / 1e12:.2f} TB/s. Level-1 op (nearest, relu), GPU time per call, "

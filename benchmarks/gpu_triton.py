@@ -47,6 +47,7 @@ try:
 
     import hrnet_fast
     import hrnet_fast.kernels
+    from hrnet_fast.bench.results import environment, markdown_header
     from hrnet_fast.nn import MultiResolutionFusion
     from hrnet_fast.ops import upsample_sum
     from hrnet_fast.ops.upsample_sum import upsample_sum_reference
@@ -306,19 +307,17 @@ def _sweep_row(r: dict) -> list[str]:
 def markdown(results: dict) -> str:
     env = results["env"]
     lines = [
-        f"# triton backend on {env['gpu']} ({env['date']})",
+        markdown_header("triton backend (benchmarks/gpu_triton.py)", env["header"]),
+        f"Copy bandwidth {results['copy_GBps']:.0f} GB/s (read + write), measured in this run.",
         "",
-        f"torch {env['torch']}, triton {env['triton']}, Python {env['python']}; "
-        f"copy bandwidth {results['copy_GBps']:.0f} GB/s (read + write), measured in this run.",
-        "",
-        "## Level 1: upsample_sum of output branch 0 (ms, median)",
+        "### Level 1: upsample_sum of output branch 0 (ms, median)",
         "",
         *_table(
             "case,flavour,mode,MB moved,triton,triton graph,eager,compile,GB/s,of copy BW,> L2,correct",
             [_level1_row(r) for r in results["level1"]],
         ),
         "",
-        "## Level 2: whole fusion step, 4 output branches, eval (ms, median)",
+        "### Level 2: whole fusion step, 4 output branches, eval (ms, median)",
         "",
         *_table(
             "case,flavour,mode,triton,triton graph,eager,compile,x eager,x compile,correct",
@@ -330,7 +329,7 @@ def markdown(results: dict) -> str:
         *[f"- {t}" for t in results["targets"]],
     ]
     if results.get("sweep"):
-        lines += ["", "## Level-2 tile sweep (target case; * = the default choice)", ""]
+        lines += ["", "### Level-2 tile sweep (target case; * = the default choice)", ""]
         lines += _table(
             "branch,BLOCK_P,BLOCK_N,BLOCK_K,warps,stages,ms,default",
             [_sweep_row(r) for r in results["sweep"]],
@@ -395,6 +394,7 @@ def main() -> int:
             "torch": torch.__version__,
             "triton": triton.__version__,
             "python": platform.python_version(),
+            "header": environment(torch.device(DEVICE), " ".join(["python benchmarks/gpu_triton.py", *sys.argv[1:]])),
         },
         "copy_GBps": state["copy_GBps"],
         "level1": [],

@@ -104,7 +104,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
     progress.done()
 
-    meta = results.environment(device, args.argv) | {"copy_gb_per_s": copy_bw / 1e9}
+    meta = results.environment(device, " ".join(["hrnet-fast", *args.argv])) | {"copy_gb_per_s": copy_bw / 1e9}
     print(f"{meta['device_name']} ({device}), torch {meta['torch']}, triton {meta['triton']}, {meta['date']}")
     print(f"copy bandwidth (read + write) measured in this run: {copy_bw / 1e9:.1f} GB/s\n")
     print(report.render(found))

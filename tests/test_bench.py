@@ -97,7 +97,7 @@ def test_json_round_trip(tmp_path):
     found = suites.bench_fusion_sums(
         "w18_small_v1", (32, 24), 1, suites.Settings(torch.device("cpu"), torch.float32, iters=2)
     )
-    meta = results.environment(torch.device("cpu"), ["bench"])
+    meta = results.environment(torch.device("cpu"), "hrnet-fast bench")
     results.save_json(tmp_path / "r.json", found, meta)
     meta2, again = results.load_json(tmp_path / "r.json")
     assert again == found and meta2 == meta

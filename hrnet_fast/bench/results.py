@@ -17,8 +17,8 @@ from .suites import Result
 NOISE_FLOOR = 0.10  # slowdowns under 10% are never flagged: run-to-run noise on shared machines
 
 
-def environment(device: torch.device, argv: Sequence[str]) -> dict:
-    """Where and with what a run was measured (``argv``: the hrnet-fast arguments)."""
+def environment(device: torch.device, command: str) -> dict:
+    """Where and with what a run was measured, and the exact ``command`` that measured it."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model()
     try:
         import triton
@@ -34,7 +34,7 @@ def environment(device: torch.device, argv: Sequence[str]) -> dict:
         "torch": torch.__version__,
         "triton": triton_version,
         "python": platform.python_version(),
-        "command": " ".join(["hrnet-fast", *argv]),
+        "command": command,
     }
 
 
@@ -47,6 +47,15 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def markdown_header(title: str, env: dict) -> str:
+    """The heading of a results section: what, where, when, with which versions, by which command."""
+    return (
+        f"## {title}: {env['device_name']} ({env['device']}), {env['date']}\n\n"
+        f"torch {env['torch']}, triton {env['triton']}, Python {env['python']}, {env['cpu_count']} CPUs.\n\n"
+        f"Command: `{env['command']}`\n"
+    )
 
 
 def save_json(path: str | os.PathLike, results: Sequence[Result], meta: dict) -> None:

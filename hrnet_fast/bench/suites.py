@@ -221,8 +221,8 @@ def _cuda_graph(model: torch.nn.Module, x: Tensor) -> Callable[[], object]:
 
 
 def _optimized(model: HRNet, x: Tensor) -> Callable[[], object]:
-    model.backend = None  # the engine picks the fastest available backend
-    engine = optimize(model, dtype=x.dtype, channels_last=x.is_contiguous(memory_format=torch.channels_last))
+    model.backend = None  # the engine picks the fastest available backend; its layout is channels_last
+    engine = optimize(model, dtype=x.dtype)
     return lambda: engine(x)
 
 
