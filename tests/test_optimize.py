@@ -190,3 +190,20 @@ def test_cuda_graphs_are_cached_per_shape_and_outputs_stay_valid():
     assert engine.graphs.num_graphs == 2
     engine.float()
     assert engine.graphs.num_graphs == 0
+
+
+def test_a_refusing_library_call_warns_once_and_falls_back(monkeypatch):
+    calls = []
+
+    def _refusing(*args):
+        calls.append(1)
+        raise RuntimeError("no kernel for these operands")
+
+    monkeypatch.setattr(conv_act_mod, "_vendor", lambda x, r, relu: _refusing)
+    monkeypatch.setattr(conv_act_mod, "_REFUSED", set())
+    x, w, b = torch.randn(1, 4, 8, 8), torch.randn(6, 4, 3, 3), torch.randn(6)
+    with pytest.warns(RuntimeWarning, match="refused torch.float32 .*no kernel for these operands"):
+        out = conv_bias_act(x, w, b, padding=1)
+    torch.testing.assert_close(out, conv_bias_act_reference(x, w, b, 1, 1, None, True))
+    conv_bias_act(x, w, b, padding=1)  # not asked again
+    assert calls == [1]

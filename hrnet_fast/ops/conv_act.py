@@ -10,16 +10,20 @@ Implementations: the vendor libraries' fused convolutions — oneDNN's ``mkldnn.
 on the CPU (fp32, bf16), cuDNN's ``cudnn_convolution_relu`` / ``cudnn_convolution_add_relu`` on CUDA —
 and the reference composition (``F.conv2d`` + add + ReLU). The reference runs when the reference
 backend is selected, for export (ONNX, tracing), for combinations the libraries lack, and under
-``torch.compile``, which fuses these epilogues itself.
+``torch.compile``, which fuses these epilogues itself. A library that refuses some operands
+(raises) is not asked again for that device, dtype and layout: one warning, then the reference.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .backends import requested_backend
+from .interp import memory_format_of
 
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 _CUDNN_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -51,6 +55,11 @@ def _cudnn(x, weight, bias, stride, padding, residual, relu):
     return torch.cudnn_convolution_add_relu(x, weight, residual, 1.0, bias, st, pad, dil, 1)
 
 
+# (library call, device type, dtype, layout, residual?) the library refused once: the reference runs
+# for those from then on, after one warning that says why.
+_REFUSED: set[tuple] = set()
+
+
 def _vendor(x: Tensor, residual: Tensor | None, relu: bool):
     """The fused library call for these operands, or None where only the reference applies."""
     if x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES and torch.backends.mkldnn.is_available():
@@ -58,6 +67,24 @@ def _vendor(x: Tensor, residual: Tensor | None, relu: bool):
     if x.device.type == "cuda" and x.dtype in _CUDNN_DTYPES and relu and torch.backends.cudnn.is_available():
         return _cudnn
     return None
+
+
+def _call_vendor(impl, x, weight, bias, stride, padding, residual, relu) -> Tensor | None:
+    """``impl(...)``, or None (with a one-time warning) if the library refuses these operands."""
+    key = (impl.__name__, x.device.type, x.dtype, memory_format_of(x), residual is None)
+    if key in _REFUSED:
+        return None
+    try:
+        return impl(x, weight, bias, stride, padding, residual, relu)
+    except RuntimeError as exc:
+        _REFUSED.add(key)
+        warnings.warn(
+            f"conv_bias_act: the fused library convolution ({impl.__name__[1:]}) refused "
+            f"{x.dtype} {memory_format_of(x)} operands ({exc}); using conv + add + ReLU for them",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
 
 
 def conv_bias_act(
@@ -73,7 +100,9 @@ def conv_bias_act(
 ) -> Tensor:
     """``act(conv2d(x, weight, bias, stride, padding) + residual)`` in one fused library call where one
     exists; ``backend="reference"`` (or the global selection) forces the plain composition."""
-    impl = None
     if requested_backend(backend) != "reference" and not torch.compiler.is_compiling():
         impl = _vendor(x, residual, relu)
-    return (impl or conv_bias_act_reference)(x, weight, bias, stride, padding, residual, relu)
+        out = None if impl is None else _call_vendor(impl, x, weight, bias, stride, padding, residual, relu)
+        if out is not None:
+            return out
+    return conv_bias_act_reference(x, weight, bias, stride, padding, residual, relu)
