@@ -38,14 +38,14 @@ import hrnet_fast
 from hrnet_fast import _ext
 from hrnet_fast.bench.report import table
 from hrnet_fast.bench.results import environment, markdown_header
+from hrnet_fast.bench.shapes import fusion_shapes
+from hrnet_fast.bench.timer import L2_BYTES, copy_bandwidth
 
 sum_mod = importlib.import_module("hrnet_fast.ops.upsample_sum")
 concat_mod = importlib.import_module("hrnet_fast.ops.upsample_concat")
 
-L2_BYTES = 60 * 2**20
 LOW_PRECISION = (torch.float16, torch.bfloat16)
-# arch -> (channels of the four branches, input size)
-ARCHS = {"w32": ((32, 64, 128, 256), (256, 192)), "w48": ((48, 96, 192, 384), (384, 288))}
+INPUT_SIZES = {"w32": (256, 192), "w48": (384, 288)}
 TIMED = [("w32", 32), ("w32", 128), ("w48", 32)]
 DTYPES = {
     "fp16-cl": (torch.float16, torch.channels_last),
@@ -232,24 +232,6 @@ def gpu_seconds(fn, calls: int, repeats: int) -> float:
     return statistics.median(samples)
 
 
-def copy_bandwidth(calls: int, repeats: int) -> float:
-    """Bytes per second of a 1 GiB device-to-device copy (read + write)."""
-    src = torch.empty(2**30, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    seconds = gpu_seconds(lambda: dst.copy_(src), max(2, calls // 4), repeats)
-    return 2 * src.numel() / seconds
-
-
-def branch_problems(arch: str, batch: int):
-    """Per output branch i of the last full fusion step: base i, same = the i higher branches brought
-    down to it, low = the lower branches projected to its channels (shapes only)."""
-    channels, (h, w) = ARCHS[arch]
-    sizes = [(-(-h // 2 ** (k + 2)), -(-w // 2 ** (k + 2))) for k in range(4)]
-    for i, c in enumerate(channels):
-        base = (batch, c, *sizes[i])
-        yield i, base, [base] * i, [(batch, c, *sizes[j]) for j in range(i + 1, 4)]
-
-
 def triton_op():
     """The Triton engineer's level-1 op, if this checkout registers it."""
     hrnet_fast.backend_status()  # probes (and so registers) every backend
@@ -271,7 +253,7 @@ def time_op(op, sets, num_same: int, calls: int, repeats: int) -> float:
 
 
 def time_all(calls: int, repeats: int) -> tuple[float, list[dict]]:
-    copy_bw = copy_bandwidth(calls, repeats)
+    copy_bw = copy_bandwidth(torch.device("cuda"), nbytes=2**30)
     print(f"copy bandwidth: {copy_bw / 1e12:.2f} TB/s (1 GiB device-to-device, read + write)")
     triton = triton_op()
     impls = {"cuda": torch.ops.hrnet_fast.upsample_sum, "eager": sum_mod.upsample_sum_reference}
@@ -280,16 +262,15 @@ def time_all(calls: int, repeats: int) -> tuple[float, list[dict]]:
     rows = []
     for arch, batch in TIMED:
         for dname, (dtype, fmt) in DTYPES.items():
-            for branch, base_shape, same_shapes, low_shapes in branch_problems(arch, batch):
-                shapes = [base_shape, *same_shapes, *low_shapes]
-                elements = sum(torch.Size(s).numel() for s in [*shapes, base_shape])  # inputs + the output
-                nbytes = elements * dtype.itemsize
+            for branch, problem in enumerate(fusion_shapes(arch, INPUT_SIZES[arch], batch)):
+                shapes = [problem.base] * (1 + problem.num_same) + list(problem.low)
+                nbytes = problem.elements() * dtype.itemsize  # inputs + the output
                 copies = max(1, -(-2 * L2_BYTES // nbytes))
                 sets = [[randn(s, dtype, fmt) for s in shapes] for _ in range(copies)]
                 row = {"arch": arch, "batch": batch, "dtype": dname, "branch": branch, "MB": nbytes / 1e6}
                 for name, op in impls.items():
                     try:
-                        seconds = time_op(op, sets, len(same_shapes), calls, repeats)
+                        seconds = time_op(op, sets, problem.num_same, calls, repeats)
                         row[f"{name}_us"] = seconds * 1e6
                         row[f"{name}_copy_pct"] = 100 * nbytes / seconds / copy_bw
                     except Exception as exc:  # e.g. a Triton op with another signature

@@ -48,6 +48,7 @@ try:
     import hrnet_fast
     import hrnet_fast.kernels
     from hrnet_fast.bench.results import environment, markdown_header
+    from hrnet_fast.bench.timer import copy_bandwidth
     from hrnet_fast.nn import MultiResolutionFusion
     from hrnet_fast.ops import upsample_sum
     from hrnet_fast.ops.upsample_sum import upsample_sum_reference
@@ -96,11 +97,9 @@ def bench_ms(fn, inputs) -> float:
     return triton.testing.do_bench(lambda: fn(*next(cycle)), warmup=25, rep=100, return_mode="median")
 
 
-def copy_bandwidth() -> float:
-    """Device-to-device copy bandwidth in GB/s (bytes read + written), 1 GiB buffers."""
-    src = torch.empty(2**30 if DEVICE == "cuda" else 2**24, dtype=torch.uint8, device=DEVICE)
-    dst = torch.empty_like(src)
-    return 2 * src.numel() / bench_ms(lambda: dst.copy_(src), [()]) / 1e6
+def copy_gbps() -> float:
+    """Device-to-device copy bandwidth in GB/s (bytes read + written), 1 GiB buffers on the GPU."""
+    return copy_bandwidth(torch.device(DEVICE), nbytes=2**30 if DEVICE == "cuda" else 2**24) / 1e9
 
 
 def judge_error(got, ref_same, ref64) -> tuple[float, bool]:
@@ -386,7 +385,7 @@ def main() -> int:
     hrnet_fast.set_backend("triton")  # fails here, with the reason, if the backend cannot run
     hrnet_fast.set_backend(None)
 
-    state = {"start": time.perf_counter(), "budget": args.budget_s, "copy_GBps": copy_bandwidth()}
+    state = {"start": time.perf_counter(), "budget": args.budget_s, "copy_GBps": copy_gbps()}
     results = {
         "env": {
             "gpu": torch.cuda.get_device_name() if DEVICE == "cuda" else "CPU (smoke test)",
