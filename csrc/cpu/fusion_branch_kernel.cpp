@@ -1,0 +1,330 @@
+// fusion_branch on the CPU (see fusion_branch_problem.h for the math), every path in one pass.
+//
+// Work is split into tasks of one band of output rows of one sample (at::parallel_for, OpenMP). A task
+// accumulates its band into an fp32 (fp64 for double) tile of pixels x channels that stays in cache:
+//   1. the stride-2 3x3 convs as an implicit GEMM: per block of kTileP output pixels, the 3x3 patches
+//      of every down path are gathered into one packed operand (zero padding by masks), then multiplied
+//      with the weights (K = 9 * cin per path, all paths in one register tile);
+//   2. each 1x1 projection at the low resolution, for the low rows this band reads only (a GEMM per
+//      band), then interpolated and added to the tile (the index math of F.interpolate);
+//   3. the epilogue: + bias + base, ReLU, one rounding, written in the output's layout.
+// The GEMMs run a register tile of kTileP pixels x kTileV vectors of output channels (GCC/Clang
+// vector extensions: AVX-512 with -march=native, narrower vectors otherwise), so no projected or
+// convolved intermediate leaves the task. fp16/bf16 maps and weights are widened to fp32 as they are
+// packed.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "../fusion_branch_op.h"
+#include "../resample_index.h"
+
+namespace hrnet_fast::cpu {
+namespace {
+
+// 64-byte vectors of the accumulation type (an alias template would drop the attribute).
+template <typename A>
+struct Vector;
+template <>
+struct Vector<float> {
+  typedef float type __attribute__((vector_size(64)));
+};
+template <>
+struct Vector<double> {
+  typedef double type __attribute__((vector_size(64)));
+};
+template <typename A>
+using Vec = typename Vector<A>::type;
+template <typename A>
+constexpr int kLanes = static_cast<int>(64 / sizeof(A));
+constexpr int kTileP = 12;  // pixels per register tile
+constexpr int kTileV = 2;   // vectors of output channels per register tile
+template <typename A>
+constexpr int kTileC = kTileV * kLanes<A>;  // output channels per register tile
+constexpr int64_t kBandBytes = 256 << 10;   // accumulator tile of one task, at most (unless one row is more)
+constexpr int kTasksPerThread = 4;
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// One operand pair of a GEMM: a packed as [k][kTileP], b as [k][ldb] (kTileC columns used).
+template <typename A>
+struct Segment {
+  int64_t k;
+  const A* a;
+  const A* b;
+  int64_t ldb;
+};
+
+// c (kTileP rows, ldc apart, kTileC channels) += sum over segments of a^T b.
+template <typename A>
+void tile_gemm(const Segment<A>* segments, int count, A* c, int64_t ldc) {
+  using V = Vec<A>;
+  constexpr int L = kLanes<A>;
+  V acc[kTileP][kTileV];
+  static_assert(sizeof(V) == L * sizeof(A));
+  for (int p = 0; p < kTileP; ++p) {
+    for (int j = 0; j < kTileV; ++j) std::memcpy(&acc[p][j], c + p * ldc + j * L, sizeof(V));
+  }
+  for (int s = 0; s < count; ++s) {
+    const A* a = segments[s].a;
+    const A* b = segments[s].b;
+    for (int64_t k = 0; k < segments[s].k; ++k, a += kTileP, b += segments[s].ldb) {
+      V bv[kTileV];
+      for (int j = 0; j < kTileV; ++j) std::memcpy(&bv[j], b + j * L, sizeof(V));
+      for (int p = 0; p < kTileP; ++p) {
+        const A x = a[p];
+        for (int j = 0; j < kTileV; ++j) acc[p][j] += x * bv[j];
+      }
+    }
+  }
+  for (int p = 0; p < kTileP; ++p) {
+    for (int j = 0; j < kTileV; ++j) std::memcpy(c + p * ldc + j * L, &acc[p][j], sizeof(V));
+  }
+}
+
+// A path's weights as GEMM operand b: [k][ldb] in the accumulation type, ldb a multiple of kTileC
+// (columns past C are zero). The weights themselves when they already are that, else a packed copy.
+template <typename T>
+struct WeightPanel {
+  using A = acc_t<T>;
+  const A* data;
+  int64_t ldb;
+  std::vector<A> copy;
+
+  WeightPanel(const void* weight, int64_t k, int32_t c) {
+    const T* w = static_cast<const T*>(weight);
+    if constexpr (std::is_same_v<T, A>) {
+      if (c % kTileC<A> == 0) {
+        data = w;
+        ldb = c;
+        return;
+      }
+    }
+    ldb = round_up(c, kTileC<A>);
+    copy.assign(k * ldb, A(0));
+    for (int64_t i = 0; i < k; ++i) {
+      for (int32_t j = 0; j < c; ++j) copy[i * ldb + j] = to_acc(w[i * c + j]);
+    }
+    data = copy.data();
+  }
+};
+
+// Gathers the GEMM operand of kTileP pixels: a[(tap * cin + ci) * kTileP + p] = x[offset[tap][p] + ci *
+// channel_stride], or 0 where offset is -1 (padding, or a pixel past the band).
+template <typename T>
+void pack(const MapRef& m, int32_t cin, int taps, const int64_t* offsets, acc_t<T>* a) {
+  using A = acc_t<T>;
+  const T* x = static_cast<const T*>(m.data);
+  for (int t = 0; t < taps; ++t) {
+    const int64_t* off = offsets + t * kTileP;
+    for (int32_t ci = 0; ci < cin; ++ci) {
+      A* dst = a + (int64_t{t} * cin + ci) * kTileP;
+      const int64_t shift = ci * m.channel_stride;
+      for (int p = 0; p < kTileP; ++p) dst[p] = off[p] < 0 ? A(0) : to_acc(x[off[p] + shift]);
+    }
+  }
+}
+
+int64_t pixel_offset(const MapRef& m, int64_t n, int64_t y, int64_t x) {
+  return n * m.sample_stride + (y * m.w + x) * m.pixel_stride;
+}
+
+// The whole problem, prepared once per call and shared read-only by the tasks.
+template <typename T>
+struct Branch {
+  using A = acc_t<T>;
+  const FusionBranchProblem& p;
+  int64_t cp;  // channels of the accumulator tiles: c rounded up to kTileC
+  std::vector<A> bias;
+  std::vector<WeightPanel<T>> down_w, low_w;
+  std::vector<Axis<A>> low_y;
+  std::vector<std::vector<Taps<A>>> low_x;  // per low path, the taps of every output column
+
+  explicit Branch(const FusionBranchProblem& problem) : p(problem), cp(round_up(problem.c, kTileC<A>)) {
+    bias.assign(cp, A(0));
+    for (int32_t j = 0; j < p.c; ++j) bias[j] = to_acc(static_cast<const T*>(p.bias)[j]);
+    for (int k = 0; k < p.num_down; ++k) down_w.emplace_back(p.down[k].weight, 9 * int64_t{p.down[k].cin}, p.c);
+    for (int k = 0; k < p.num_low; ++k) {
+      const ConvPath& path = p.low[k];
+      low_w.emplace_back(path.weight, path.cin, p.c);
+      low_y.push_back(make_axis<A>(path.x.h, p.h, p.bilinear, p.align_corners));
+      const Axis<A> ax = make_axis<A>(path.x.w, p.w, p.bilinear, p.align_corners);
+      auto& columns = low_x.emplace_back(p.w);
+      for (int32_t x = 0; x < p.w; ++x) columns[x] = taps(ax, x);
+    }
+  }
+
+  int64_t down_k() const {
+    int64_t k = 0;
+    for (int i = 0; i < p.num_down; ++i) k += 9 * int64_t{p.down[i].cin};
+    return k;
+  }
+};
+
+// Per-thread buffers, reused across the thread's tasks.
+template <typename A>
+struct Scratch {
+  std::vector<A> acc, proj, a;
+  std::vector<int64_t> offsets;
+  std::vector<Segment<A>> segments;
+};
+
+// Step 1: acc (rows of pixels [y0, y1) x w, cp channels) += every stride-2 3x3 conv.
+template <typename T>
+void add_down_convs(const Branch<T>& b, int64_t n, int32_t y0, int32_t y1, Scratch<acc_t<T>>& s) {
+  using A = acc_t<T>;
+  const FusionBranchProblem& p = b.p;
+  const int64_t pixels = int64_t{y1 - y0} * p.w;
+  s.a.resize(b.down_k() * kTileP);
+  s.offsets.resize(9 * kTileP);
+  for (int64_t first = 0; first < pixels; first += kTileP) {
+    A* a = s.a.data();
+    s.segments.clear();
+    for (int k = 0; k < p.num_down; ++k) {
+      const ConvPath& path = p.down[k];
+      for (int q = 0; q < kTileP; ++q) {
+        const int64_t pixel = first + q;
+        const int64_t y = y0 + pixel / p.w, x = pixel % p.w;
+        for (int t = 0; t < 9; ++t) {
+          const int64_t iy = 2 * y - 1 + t / 3, ix = 2 * x - 1 + t % 3;
+          const bool inside = pixel < pixels && iy >= 0 && iy < path.x.h && ix >= 0 && ix < path.x.w;
+          s.offsets[t * kTileP + q] = inside ? pixel_offset(path.x, n, iy, ix) : -1;
+        }
+      }
+      pack<T>(path.x, path.cin, 9, s.offsets.data(), a);
+      s.segments.push_back(Segment<A>{9 * int64_t{path.cin}, a, b.down_w[k].data, b.down_w[k].ldb});
+      a += 9 * int64_t{path.cin} * kTileP;
+    }
+    A* c = s.acc.data() + first * b.cp;
+    for (int64_t j = 0; j < b.cp; j += kTileC<A>) {
+      for (auto& seg : s.segments) seg.b += j;
+      tile_gemm(s.segments.data(), static_cast<int>(s.segments.size()), c + j, b.cp);
+      for (auto& seg : s.segments) seg.b -= j;
+    }
+  }
+}
+
+// Step 2 for low path k: project the low rows that output rows [y0, y1) read, then add their
+// interpolation to acc. Bilinear blends along x, then y: h0 * (w0 * a + w1 * b) + h1 * (...).
+template <typename T>
+void add_projection(const Branch<T>& b, int k, int64_t n, int32_t y0, int32_t y1, Scratch<acc_t<T>>& s) {
+  using A = acc_t<T>;
+  const FusionBranchProblem& p = b.p;
+  const ConvPath& path = p.low[k];
+  const Axis<A>& ay = b.low_y[k];
+  const int32_t r0 = taps(ay, y0).i0, r1 = taps(ay, y1 - 1).i1;  // source rows [r0, r1]
+  const int64_t lw = path.x.w, pixels = int64_t{r1 - r0 + 1} * lw, cp = b.cp;
+  s.proj.assign(round_up(pixels, kTileP) * cp, A(0));
+  s.a.resize(int64_t{path.cin} * kTileP);
+  s.offsets.resize(kTileP);
+  for (int64_t first = 0; first < pixels; first += kTileP) {
+    for (int q = 0; q < kTileP; ++q) {
+      const int64_t pixel = first + q;
+      s.offsets[q] = pixel < pixels ? pixel_offset(path.x, n, r0 + pixel / lw, pixel % lw) : -1;
+    }
+    pack<T>(path.x, path.cin, 1, s.offsets.data(), s.a.data());
+    for (int64_t j = 0; j < cp; j += kTileC<A>) {
+      const Segment<A> seg{path.cin, s.a.data(), b.low_w[k].data + j, b.low_w[k].ldb};
+      tile_gemm(&seg, 1, s.proj.data() + first * cp + j, cp);
+    }
+  }
+  const std::vector<Taps<A>>& tx = b.low_x[k];
+  for (int32_t y = y0; y < y1; ++y) {
+    const Taps<A> ty = taps(ay, y);
+    const A* top = s.proj.data() + (ty.i0 - r0) * lw * cp;
+    const A* bottom = s.proj.data() + (ty.i1 - r0) * lw * cp;
+    A* acc = s.acc.data() + int64_t{y - y0} * p.w * cp;
+    for (int32_t x = 0; x < p.w; ++x, acc += cp) {
+      const A* t0 = top + tx[x].i0 * cp;
+      if (!p.bilinear) {
+        for (int64_t j = 0; j < cp; ++j) acc[j] += t0[j];
+        continue;
+      }
+      const A *t1 = top + tx[x].i1 * cp, *b0 = bottom + tx[x].i0 * cp, *b1 = bottom + tx[x].i1 * cp;
+      const A w0 = tx[x].w0, w1 = tx[x].w1, h0 = ty.w0, h1 = ty.w1;
+      for (int64_t j = 0; j < cp; ++j) acc[j] += h0 * (w0 * t0[j] + w1 * t1[j]) + h1 * (w0 * b0[j] + w1 * b1[j]);
+    }
+  }
+}
+
+// Step 3: out = act(acc + bias + base), rounded once, in the output's layout.
+template <typename T, bool kChannelsLast>
+void write_band(const Branch<T>& b, int64_t n, int32_t y0, int32_t y1, const acc_t<T>* acc) {
+  using A = acc_t<T>;
+  const FusionBranchProblem& p = b.p;
+  const T* base = static_cast<const T*>(p.base.data);
+  T* out = static_cast<T*>(const_cast<void*>(p.out.data));
+  const bool relu = p.relu;
+  auto value = [&](A a, const T& base_value, int64_t j) {
+    const A v = a + b.bias[j] + to_acc(base_value);
+    return from_acc<T>(relu && v < A(0) ? A(0) : v);  // v < 0 ? 0 : v keeps NaN, as torch.relu
+  };
+  for (int32_t y = y0; y < y1; ++y) {
+    const A* row = acc + int64_t{y - y0} * p.w * b.cp;
+    if (kChannelsLast) {
+      for (int32_t x = 0; x < p.w; ++x) {
+        const T* src = base + pixel_offset(p.base, n, y, x);
+        T* dst = out + pixel_offset(p.out, n, y, x);
+        for (int32_t j = 0; j < p.c; ++j) dst[j] = value(row[x * b.cp + j], src[j], j);
+      }
+    } else {
+      for (int32_t j = 0; j < p.c; ++j) {
+        const T* src = base + pixel_offset(p.base, n, y, 0) + j * p.base.channel_stride;
+        T* dst = out + pixel_offset(p.out, n, y, 0) + j * p.out.channel_stride;
+        for (int32_t x = 0; x < p.w; ++x) dst[x] = value(row[x * b.cp + j], src[x], j);
+      }
+    }
+  }
+}
+
+template <typename T, bool kChannelsLast>
+void run_branch(const FusionBranchProblem& problem) {
+  using A = acc_t<T>;
+  const Branch<T> b(problem);
+  const FusionBranchProblem& p = b.p;
+  // Bands: enough tasks for every thread, each accumulator tile within kBandBytes.
+  const int64_t row_bytes = int64_t{p.w} * b.cp * static_cast<int64_t>(sizeof(A));
+  const int64_t wanted = (int64_t{kTasksPerThread} * at::get_num_threads() + p.n - 1) / p.n;
+  const int64_t bands = std::min<int64_t>(p.h, std::max(wanted, (row_bytes * p.h + kBandBytes - 1) / kBandBytes));
+  const int32_t rows = static_cast<int32_t>((p.h + bands - 1) / bands);
+  const int64_t per_sample = (p.h + rows - 1) / rows;
+  at::parallel_for(0, p.n * per_sample, 1, [&](int64_t begin, int64_t end) {
+    Scratch<A> s;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / per_sample;
+      const int32_t y0 = static_cast<int32_t>(task % per_sample) * rows;
+      const int32_t y1 = std::min(y0 + rows, p.h);
+      s.acc.assign(round_up(int64_t{y1 - y0} * p.w, kTileP) * b.cp, A(0));
+      if (p.num_down > 0) add_down_convs(b, n, y0, y1, s);
+      for (int k = 0; k < p.num_low; ++k) add_projection(b, k, n, y0, y1, s);
+      write_band<T, kChannelsLast>(b, n, y0, y1, s.acc.data());
+    }
+  });
+}
+
+void run(const FusionBranchProblem& p) {
+  dispatch_dtype(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if (p.layout == Layout::kChannelsLast) {
+      run_branch<T, true>(p);
+    } else {
+      run_branch<T, false>(p);
+    }
+  });
+}
+
+at::Tensor fusion_branch_cpu(const at::Tensor& base, at::TensorList down, at::TensorList down_weight,
+                             at::TensorList low, at::TensorList low_weight, const at::Tensor& bias,
+                             std::string_view mode, bool align_corners, bool relu) {
+  static const BranchKernel kernel{"cpp (CPU)", /*supports_float64=*/true, run};
+  return fusion_branch(kernel, base, down, down_weight, low, low_weight, bias, mode, align_corners, relu);
+}
+
+}  // namespace
+}  // namespace hrnet_fast::cpu
+
+TORCH_LIBRARY_IMPL(hrnet_fast, CPU, m) { m.impl("fusion_branch_cpp", &hrnet_fast::cpu::fusion_branch_cpu); }
