@@ -50,33 +50,35 @@ constexpr int kTasksPerThread = 4;
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
-// One operand pair of a GEMM: a packed as [k][kTileP], b as [k][ldb] (kTileC columns used).
+// One operand pair of a GEMM: a as kTileP rows of k values (row p: the input channels of one pixel
+// at one tap), b as [k][ldb] (kTileC columns used).
 template <typename A>
 struct Segment {
   int64_t k;
-  const A* a;
+  const A* const* rows;
   const A* b;
   int64_t ldb;
 };
 
-// c (kTileP rows, ldc apart, kTileC channels) += sum over segments of a^T b.
+// c (kTileP rows, ldc apart, kTileC channels) += sum over segments of a b.
 template <typename A>
 void tile_gemm(const Segment<A>* segments, int count, A* c, int64_t ldc) {
   using V = Vec<A>;
   constexpr int L = kLanes<A>;
-  V acc[kTileP][kTileV];
   static_assert(sizeof(V) == L * sizeof(A));
+  V acc[kTileP][kTileV];
   for (int p = 0; p < kTileP; ++p) {
     for (int j = 0; j < kTileV; ++j) std::memcpy(&acc[p][j], c + p * ldc + j * L, sizeof(V));
   }
   for (int s = 0; s < count; ++s) {
-    const A* a = segments[s].a;
+    const A* rows[kTileP];
+    for (int p = 0; p < kTileP; ++p) rows[p] = segments[s].rows[p];
     const A* b = segments[s].b;
-    for (int64_t k = 0; k < segments[s].k; ++k, a += kTileP, b += segments[s].ldb) {
+    for (int64_t k = 0; k < segments[s].k; ++k, b += segments[s].ldb) {
       V bv[kTileV];
       for (int j = 0; j < kTileV; ++j) std::memcpy(&bv[j], b + j * L, sizeof(V));
       for (int p = 0; p < kTileP; ++p) {
-        const A x = a[p];
+        const A x = rows[p][k];
         for (int j = 0; j < kTileV; ++j) acc[p][j] += x * bv[j];
       }
     }
@@ -113,21 +115,55 @@ struct WeightPanel {
   }
 };
 
-// Gathers the GEMM operand of kTileP pixels: a[(tap * cin + ci) * kTileP + p] = x[offset[tap][p] + ci *
-// channel_stride], or 0 where offset is -1 (padding, or a pixel past the band).
-template <typename T>
-void pack(const MapRef& m, int32_t cin, int taps, const int64_t* offsets, acc_t<T>* a) {
+// Rows [row0, row0 + count) of one sample of a map, channels last in the accumulation type: GEMM
+// rows are pixel(y, x), cin values each (zeros outside the map). A view of the map itself when it
+// already is so (kDirect: channels_last fp32/fp64), else a widened (and, for NCHW, transposed) copy.
+template <typename T, bool kDirect>
+class StagedRows {
+ public:
   using A = acc_t<T>;
-  const T* x = static_cast<const T*>(m.data);
-  for (int t = 0; t < taps; ++t) {
-    const int64_t* off = offsets + t * kTileP;
-    for (int32_t ci = 0; ci < cin; ++ci) {
-      A* dst = a + (int64_t{t} * cin + ci) * kTileP;
-      const int64_t shift = ci * m.channel_stride;
-      for (int p = 0; p < kTileP; ++p) dst[p] = off[p] < 0 ? A(0) : to_acc(x[off[p] + shift]);
+
+  StagedRows(const MapRef& m, int64_t n, int32_t row0, int32_t count, int32_t cin, std::vector<A>& buffer,
+             const A* zeros)
+      : row0_(std::max(row0, 0)), row1_(std::min(row0 + count, m.h)), w_(m.w), zeros_(zeros) {
+    const int64_t rows = std::max(row1_ - row0_, 0);
+    const T* x = static_cast<const T*>(m.data) + n * m.sample_stride + int64_t{row0_} * m.w * m.pixel_stride;
+    if constexpr (kDirect) {
+      data_ = x;
+      pixel_ = m.pixel_stride;
+      return;
     }
+    pixel_ = cin;
+    buffer.resize(rows * w_ * cin);
+    const int64_t pixels = rows * w_;
+    if (m.channel_stride == 1) {
+      for (int64_t q = 0; q < pixels; ++q) {
+        for (int32_t ci = 0; ci < cin; ++ci) buffer[q * cin + ci] = to_acc(x[q * m.pixel_stride + ci]);
+      }
+    } else {  // NCHW: transposed in blocks of pixels whose channels stay in L1
+      constexpr int64_t kBlock = 32;
+      for (int64_t q0 = 0; q0 < pixels; q0 += kBlock) {
+        const int64_t q1 = std::min(q0 + kBlock, pixels);
+        for (int32_t ci = 0; ci < cin; ++ci) {
+          const T* plane = x + ci * m.channel_stride;
+          for (int64_t q = q0; q < q1; ++q) buffer[q * cin + ci] = to_acc(plane[q]);
+        }
+      }
+    }
+    data_ = buffer.data();
   }
-}
+
+  const A* pixel(int64_t y, int64_t x) const {
+    if (y < row0_ || y >= row1_ || x < 0 || x >= w_) return zeros_;
+    return data_ + ((y - row0_) * w_ + x) * pixel_;
+  }
+
+ private:
+  int32_t row0_, row1_;
+  int64_t w_, pixel_ = 0;
+  const A* data_ = nullptr;
+  const A* zeros_;
+};
 
 int64_t pixel_offset(const MapRef& m, int64_t n, int64_t y, int64_t x) {
   return n * m.sample_stride + (y * m.w + x) * m.pixel_stride;
@@ -139,15 +175,21 @@ struct Branch {
   using A = acc_t<T>;
   const FusionBranchProblem& p;
   int64_t cp;  // channels of the accumulator tiles: c rounded up to kTileC
-  std::vector<A> bias;
+  std::vector<A> bias, zeros;
   std::vector<WeightPanel<T>> down_w, low_w;
   std::vector<Axis<A>> low_y;
   std::vector<std::vector<Taps<A>>> low_x;  // per low path, the taps of every output column
+  int64_t down_k = 0;                       // sum of 9 * cin over the down paths
 
   explicit Branch(const FusionBranchProblem& problem) : p(problem), cp(round_up(problem.c, kTileC<A>)) {
     bias.assign(cp, A(0));
     for (int32_t j = 0; j < p.c; ++j) bias[j] = to_acc(static_cast<const T*>(p.bias)[j]);
-    for (int k = 0; k < p.num_down; ++k) down_w.emplace_back(p.down[k].weight, 9 * int64_t{p.down[k].cin}, p.c);
+    int32_t widest = 0;
+    for (int k = 0; k < p.num_down; ++k) {
+      down_w.emplace_back(p.down[k].weight, 9 * int64_t{p.down[k].cin}, p.c);
+      down_k += 9 * int64_t{p.down[k].cin};
+      widest = std::max(widest, p.down[k].cin);
+    }
     for (int k = 0; k < p.num_low; ++k) {
       const ConvPath& path = p.low[k];
       low_w.emplace_back(path.weight, path.cin, p.c);
@@ -155,49 +197,50 @@ struct Branch {
       const Axis<A> ax = make_axis<A>(path.x.w, p.w, p.bilinear, p.align_corners);
       auto& columns = low_x.emplace_back(p.w);
       for (int32_t x = 0; x < p.w; ++x) columns[x] = taps(ax, x);
+      widest = std::max(widest, path.cin);
     }
-  }
-
-  int64_t down_k() const {
-    int64_t k = 0;
-    for (int i = 0; i < p.num_down; ++i) k += 9 * int64_t{p.down[i].cin};
-    return k;
+    zeros.assign(widest, A(0));
   }
 };
 
 // Per-thread buffers, reused across the thread's tasks.
 template <typename A>
 struct Scratch {
-  std::vector<A> acc, proj, a;
-  std::vector<int64_t> offsets;
+  std::vector<A> acc, proj;                // accumulator tile, projected low rows
+  std::vector<std::vector<A>> staged;      // per path, its input rows (when not read in place)
+  std::vector<const A*> row_pointers;      // kTileP per segment
   std::vector<Segment<A>> segments;
 };
 
-// Step 1: acc (rows of pixels [y0, y1) x w, cp channels) += every stride-2 3x3 conv.
-template <typename T>
+// Step 1: acc (rows of pixels [y0, y1) x w, cp channels) += every stride-2 3x3 conv, one segment per
+// path and tap.
+template <typename T, bool kDirect>
 void add_down_convs(const Branch<T>& b, int64_t n, int32_t y0, int32_t y1, Scratch<acc_t<T>>& s) {
   using A = acc_t<T>;
   const FusionBranchProblem& p = b.p;
   const int64_t pixels = int64_t{y1 - y0} * p.w;
-  s.a.resize(b.down_k() * kTileP);
-  s.offsets.resize(9 * kTileP);
+  s.staged.resize(p.num_down);
+  std::vector<StagedRows<T, kDirect>> inputs;
+  for (int k = 0; k < p.num_down; ++k) {  // input rows 2 * y0 - 1 .. 2 * y1 - 1
+    const ConvPath& path = p.down[k];
+    inputs.emplace_back(path.x, n, 2 * y0 - 1, 2 * (y1 - y0) + 1, path.cin, s.staged[k], b.zeros.data());
+  }
+  s.row_pointers.resize(9 * p.num_down * kTileP);
+  s.segments.resize(9 * p.num_down);
   for (int64_t first = 0; first < pixels; first += kTileP) {
-    A* a = s.a.data();
-    s.segments.clear();
+    const A** rows = s.row_pointers.data();
+    Segment<A>* segment = s.segments.data();
     for (int k = 0; k < p.num_down; ++k) {
-      const ConvPath& path = p.down[k];
-      for (int q = 0; q < kTileP; ++q) {
-        const int64_t pixel = first + q;
-        const int64_t y = y0 + pixel / p.w, x = pixel % p.w;
-        for (int t = 0; t < 9; ++t) {
-          const int64_t iy = 2 * y - 1 + t / 3, ix = 2 * x - 1 + t % 3;
-          const bool inside = pixel < pixels && iy >= 0 && iy < path.x.h && ix >= 0 && ix < path.x.w;
-          s.offsets[t * kTileP + q] = inside ? pixel_offset(path.x, n, iy, ix) : -1;
+      const WeightPanel<T>& w = b.down_w[k];
+      const int32_t cin = p.down[k].cin;
+      for (int t = 0; t < 9; ++t, rows += kTileP, ++segment) {
+        for (int q = 0; q < kTileP; ++q) {
+          const int64_t pixel = first + q;
+          const int64_t y = y0 + pixel / p.w, x = pixel % p.w;
+          rows[q] = pixel < pixels ? inputs[k].pixel(2 * y - 1 + t / 3, 2 * x - 1 + t % 3) : b.zeros.data();
         }
+        *segment = Segment<A>{cin, rows, w.data + t * cin * w.ldb, w.ldb};
       }
-      pack<T>(path.x, path.cin, 9, s.offsets.data(), a);
-      s.segments.push_back(Segment<A>{9 * int64_t{path.cin}, a, b.down_w[k].data, b.down_w[k].ldb});
-      a += 9 * int64_t{path.cin} * kTileP;
     }
     A* c = s.acc.data() + first * b.cp;
     for (int64_t j = 0; j < b.cp; j += kTileC<A>) {
@@ -210,7 +253,7 @@ void add_down_convs(const Branch<T>& b, int64_t n, int32_t y0, int32_t y1, Scrat
 
 // Step 2 for low path k: project the low rows that output rows [y0, y1) read, then add their
 // interpolation to acc. Bilinear blends along x, then y: h0 * (w0 * a + w1 * b) + h1 * (...).
-template <typename T>
+template <typename T, bool kDirect>
 void add_projection(const Branch<T>& b, int k, int64_t n, int32_t y0, int32_t y1, Scratch<acc_t<T>>& s) {
   using A = acc_t<T>;
   const FusionBranchProblem& p = b.p;
@@ -219,16 +262,16 @@ void add_projection(const Branch<T>& b, int k, int64_t n, int32_t y0, int32_t y1
   const int32_t r0 = taps(ay, y0).i0, r1 = taps(ay, y1 - 1).i1;  // source rows [r0, r1]
   const int64_t lw = path.x.w, pixels = int64_t{r1 - r0 + 1} * lw, cp = b.cp;
   s.proj.assign(round_up(pixels, kTileP) * cp, A(0));
-  s.a.resize(int64_t{path.cin} * kTileP);
-  s.offsets.resize(kTileP);
+  s.staged.resize(std::max<size_t>(s.staged.size(), 1));
+  const StagedRows<T, kDirect> input(path.x, n, r0, r1 - r0 + 1, path.cin, s.staged[0], b.zeros.data());
+  s.row_pointers.resize(kTileP);
   for (int64_t first = 0; first < pixels; first += kTileP) {
     for (int q = 0; q < kTileP; ++q) {
       const int64_t pixel = first + q;
-      s.offsets[q] = pixel < pixels ? pixel_offset(path.x, n, r0 + pixel / lw, pixel % lw) : -1;
+      s.row_pointers[q] = pixel < pixels ? input.pixel(r0 + pixel / lw, pixel % lw) : b.zeros.data();
     }
-    pack<T>(path.x, path.cin, 1, s.offsets.data(), s.a.data());
     for (int64_t j = 0; j < cp; j += kTileC<A>) {
-      const Segment<A> seg{path.cin, s.a.data(), b.low_w[k].data + j, b.low_w[k].ldb};
+      const Segment<A> seg{path.cin, s.row_pointers.data(), b.low_w[k].data + j, b.low_w[k].ldb};
       tile_gemm(&seg, 1, s.proj.data() + first * cp + j, cp);
     }
   }
@@ -284,6 +327,7 @@ void write_band(const Branch<T>& b, int64_t n, int32_t y0, int32_t y1, const acc
 template <typename T, bool kChannelsLast>
 void run_branch(const FusionBranchProblem& problem) {
   using A = acc_t<T>;
+  constexpr bool kDirect = kChannelsLast && std::is_same_v<T, A>;  // GEMM rows read in place
   const Branch<T> b(problem);
   const FusionBranchProblem& p = b.p;
   // Bands: enough tasks for every thread, each accumulator tile within kBandBytes.
@@ -299,8 +343,8 @@ void run_branch(const FusionBranchProblem& problem) {
       const int32_t y0 = static_cast<int32_t>(task % per_sample) * rows;
       const int32_t y1 = std::min(y0 + rows, p.h);
       s.acc.assign(round_up(int64_t{y1 - y0} * p.w, kTileP) * b.cp, A(0));
-      if (p.num_down > 0) add_down_convs(b, n, y0, y1, s);
-      for (int k = 0; k < p.num_low; ++k) add_projection(b, k, n, y0, y1, s);
+      if (p.num_down > 0) add_down_convs<T, kDirect>(b, n, y0, y1, s);
+      for (int k = 0; k < p.num_low; ++k) add_projection<T, kDirect>(b, k, n, y0, y1, s);
       write_band<T, kChannelsLast>(b, n, y0, y1, s.acc.data());
     }
   });
