@@ -2,134 +2,47 @@
 //
 // Work is split into tasks of one band of output rows of one sample (at::parallel_for, OpenMP). A task
 // accumulates its band into an fp32 (fp64 for double) tile of pixels x channels that stays in cache:
-//   1. the stride-2 3x3 convs as an implicit GEMM: per block of kTileP output pixels, the 3x3 patches
-//      of every down path are gathered into one packed operand (zero padding by masks), then multiplied
-//      with the weights (K = 9 * cin per path, all paths in one register tile);
+//   1. the stride-2 3x3 convs as an implicit GEMM: per block of kTileP output pixels, one segment per
+//      path and tap whose rows are the input pixels under that tap (zero rows for the padding), all
+//      multiplied into one register tile (tile_gemm.h);
 //   2. each 1x1 projection at the low resolution, for the low rows this band reads only (a GEMM per
 //      band), then interpolated and added to the tile (the index math of F.interpolate);
 //   3. the epilogue: + bias + base, ReLU, one rounding, written in the output's layout.
-// The GEMMs run a register tile of kTileP pixels x kTileV vectors of output channels (GCC/Clang
-// vector extensions: AVX-512 with -march=native, narrower vectors otherwise), so no projected or
-// convolved intermediate leaves the task. fp16/bf16 maps and weights are widened to fp32 as they are
-// packed.
+// No projected or convolved intermediate leaves the task. GEMM rows are read in place from
+// channels_last maps whose storage type the micro-kernels take; otherwise the band's input rows
+// are first staged channels-last (NCHW maps transposed, fp16 widened to fp32).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "../fusion_branch_op.h"
 #include "../resample_index.h"
+#include "tile_gemm.h"
 
 namespace hrnet_fast::cpu {
 namespace {
 
-// 64-byte vectors of the accumulation type (an alias template would drop the attribute).
-template <typename A>
-struct Vector;
-template <>
-struct Vector<float> {
-  typedef float type __attribute__((vector_size(64)));
-};
-template <>
-struct Vector<double> {
-  typedef double type __attribute__((vector_size(64)));
-};
-template <typename A>
-using Vec = typename Vector<A>::type;
-template <typename A>
-constexpr int kLanes = static_cast<int>(64 / sizeof(A));
-constexpr int kTileP = 12;  // pixels per register tile
-constexpr int kTileV = 2;   // vectors of output channels per register tile
-template <typename A>
-constexpr int kTileC = kTileV * kLanes<A>;  // output channels per register tile
-constexpr int64_t kBandBytes = 256 << 10;   // accumulator tile of one task, at most (unless one row is more)
+constexpr int64_t kBandBytes = 256 << 10;  // accumulator tile of one task, at most (unless one row is more)
 constexpr int kTasksPerThread = 4;
 
-int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
-
-// One operand pair of a GEMM: a as kTileP rows of k values (row p: the input channels of one pixel
-// at one tap), b as [k][ldb] (kTileC columns used).
-template <typename A>
-struct Segment {
-  int64_t k;
-  const A* const* rows;
-  const A* b;
-  int64_t ldb;
-};
-
-// c (kTileP rows, ldc apart, kTileC channels) += sum over segments of a b.
-template <typename A>
-void tile_gemm(const Segment<A>* segments, int count, A* c, int64_t ldc) {
-  using V = Vec<A>;
-  constexpr int L = kLanes<A>;
-  static_assert(sizeof(V) == L * sizeof(A));
-  V acc[kTileP][kTileV];
-  for (int p = 0; p < kTileP; ++p) {
-    for (int j = 0; j < kTileV; ++j) std::memcpy(&acc[p][j], c + p * ldc + j * L, sizeof(V));
-  }
-  for (int s = 0; s < count; ++s) {
-    const A* rows[kTileP];
-    for (int p = 0; p < kTileP; ++p) rows[p] = segments[s].rows[p];
-    const A* b = segments[s].b;
-    for (int64_t k = 0; k < segments[s].k; ++k, b += segments[s].ldb) {
-      V bv[kTileV];
-      for (int j = 0; j < kTileV; ++j) std::memcpy(&bv[j], b + j * L, sizeof(V));
-      for (int p = 0; p < kTileP; ++p) {
-        const A x = rows[p][k];
-        for (int j = 0; j < kTileV; ++j) acc[p][j] += x * bv[j];
-      }
-    }
-  }
-  for (int p = 0; p < kTileP; ++p) {
-    for (int j = 0; j < kTileV; ++j) std::memcpy(c + p * ldc + j * L, &acc[p][j], sizeof(V));
-  }
-}
-
-// A path's weights as GEMM operand b: [k][ldb] in the accumulation type, ldb a multiple of kTileC
-// (columns past C are zero). The weights themselves when they already are that, else a packed copy.
-template <typename T>
-struct WeightPanel {
-  using A = acc_t<T>;
-  const A* data;
-  int64_t ldb;
-  std::vector<A> copy;
-
-  WeightPanel(const void* weight, int64_t k, int32_t c) {
-    const T* w = static_cast<const T*>(weight);
-    if constexpr (std::is_same_v<T, A>) {
-      if (c % kTileC<A> == 0) {
-        data = w;
-        ldb = c;
-        return;
-      }
-    }
-    ldb = round_up(c, kTileC<A>);
-    copy.assign(k * ldb, A(0));
-    for (int64_t i = 0; i < k; ++i) {
-      for (int32_t j = 0; j < c; ++j) copy[i * ldb + j] = to_acc(w[i * c + j]);
-    }
-    data = copy.data();
-  }
-};
-
-// Rows [row0, row0 + count) of one sample of a map, channels last in the accumulation type: GEMM
-// rows are pixel(y, x), cin values each (zeros outside the map). A view of the map itself when it
-// already is so (kDirect: channels_last fp32/fp64), else a widened (and, for NCHW, transposed) copy.
+// Rows [row0, row0 + count) of one sample of a map, channels last in the operand type: GEMM rows are
+// pixel(y, x), cin values each (zeros outside the map). A view of the map itself when it already is
+// so (kDirect), else a converted (and, for NCHW, transposed) copy.
 template <typename T, bool kDirect>
 class StagedRows {
  public:
-  using A = acc_t<T>;
+  using R = operand_t<T>;
 
-  StagedRows(const MapRef& m, int64_t n, int32_t row0, int32_t count, int32_t cin, std::vector<A>& buffer,
-             const A* zeros)
+  StagedRows(const MapRef& m, int64_t n, int32_t row0, int32_t count, int32_t cin, std::vector<R>& buffer,
+             const R* zeros)
       : row0_(std::max(row0, 0)), row1_(std::min(row0 + count, m.h)), w_(m.w), zeros_(zeros) {
     const int64_t rows = std::max(row1_ - row0_, 0);
     const T* x = static_cast<const T*>(m.data) + n * m.sample_stride + int64_t{row0_} * m.w * m.pixel_stride;
     if constexpr (kDirect) {
-      data_ = x;
+      data_ = reinterpret_cast<const R*>(x);
       pixel_ = m.pixel_stride;
       return;
     }
@@ -138,7 +51,7 @@ class StagedRows {
     const int64_t pixels = rows * w_;
     if (m.channel_stride == 1) {
       for (int64_t q = 0; q < pixels; ++q) {
-        for (int32_t ci = 0; ci < cin; ++ci) buffer[q * cin + ci] = to_acc(x[q * m.pixel_stride + ci]);
+        for (int32_t ci = 0; ci < cin; ++ci) buffer[q * cin + ci] = to_operand<R>(x[q * m.pixel_stride + ci]);
       }
     } else {  // NCHW: transposed in blocks of pixels whose channels stay in L1
       constexpr int64_t kBlock = 32;
@@ -146,14 +59,14 @@ class StagedRows {
         const int64_t q1 = std::min(q0 + kBlock, pixels);
         for (int32_t ci = 0; ci < cin; ++ci) {
           const T* plane = x + ci * m.channel_stride;
-          for (int64_t q = q0; q < q1; ++q) buffer[q * cin + ci] = to_acc(plane[q]);
+          for (int64_t q = q0; q < q1; ++q) buffer[q * cin + ci] = to_operand<R>(plane[q]);
         }
       }
     }
     data_ = buffer.data();
   }
 
-  const A* pixel(int64_t y, int64_t x) const {
+  const R* pixel(int64_t y, int64_t x) const {
     if (y < row0_ || y >= row1_ || x < 0 || x >= w_) return zeros_;
     return data_ + ((y - row0_) * w_ + x) * pixel_;
   }
@@ -161,8 +74,8 @@ class StagedRows {
  private:
   int32_t row0_, row1_;
   int64_t w_, pixel_ = 0;
-  const A* data_ = nullptr;
-  const A* zeros_;
+  const R* data_ = nullptr;
+  const R* zeros_;
 };
 
 int64_t pixel_offset(const MapRef& m, int64_t n, int64_t y, int64_t x) {
@@ -173,50 +86,52 @@ int64_t pixel_offset(const MapRef& m, int64_t n, int64_t y, int64_t x) {
 template <typename T>
 struct Branch {
   using A = acc_t<T>;
+  using R = operand_t<T>;
   const FusionBranchProblem& p;
   int64_t cp;  // channels of the accumulator tiles: c rounded up to kTileC
-  std::vector<A> bias, zeros;
+  std::vector<A> bias;
+  std::vector<R> zeros;
   std::vector<WeightPanel<T>> down_w, low_w;
   std::vector<Axis<A>> low_y;
   std::vector<std::vector<Taps<A>>> low_x;  // per low path, the taps of every output column
-  int64_t down_k = 0;                       // sum of 9 * cin over the down paths
 
   explicit Branch(const FusionBranchProblem& problem) : p(problem), cp(round_up(problem.c, kTileC<A>)) {
     bias.assign(cp, A(0));
     for (int32_t j = 0; j < p.c; ++j) bias[j] = to_acc(static_cast<const T*>(p.bias)[j]);
     int32_t widest = 0;
     for (int k = 0; k < p.num_down; ++k) {
-      down_w.emplace_back(p.down[k].weight, 9 * int64_t{p.down[k].cin}, p.c);
-      down_k += 9 * int64_t{p.down[k].cin};
+      down_w.emplace_back(p.down[k].weight, 9, p.down[k].cin, p.c);
       widest = std::max(widest, p.down[k].cin);
     }
     for (int k = 0; k < p.num_low; ++k) {
       const ConvPath& path = p.low[k];
-      low_w.emplace_back(path.weight, path.cin, p.c);
+      low_w.emplace_back(path.weight, 1, path.cin, p.c);
       low_y.push_back(make_axis<A>(path.x.h, p.h, p.bilinear, p.align_corners));
       const Axis<A> ax = make_axis<A>(path.x.w, p.w, p.bilinear, p.align_corners);
       auto& columns = low_x.emplace_back(p.w);
       for (int32_t x = 0; x < p.w; ++x) columns[x] = taps(ax, x);
       widest = std::max(widest, path.cin);
     }
-    zeros.assign(widest, A(0));
+    zeros.assign(widest + 1, to_operand<R>(T{}));  // + 1: bf16 pairs read one past an odd cin
   }
 };
 
 // Per-thread buffers, reused across the thread's tasks.
-template <typename A>
+template <typename T>
 struct Scratch {
-  std::vector<A> acc, proj;                // accumulator tile, projected low rows
-  std::vector<std::vector<A>> staged;      // per path, its input rows (when not read in place)
-  std::vector<const A*> row_pointers;      // kTileP per segment
-  std::vector<Segment<A>> segments;
+  using A = acc_t<T>;
+  using R = operand_t<T>;
+  std::vector<A> acc, proj;            // accumulator tile, projected low rows
+  std::vector<std::vector<R>> staged;  // per path, its input rows (when not read in place)
+  std::vector<const R*> row_pointers;  // kTileP per segment
+  std::vector<Segment<R>> segments;
 };
 
 // Step 1: acc (rows of pixels [y0, y1) x w, cp channels) += every stride-2 3x3 conv, one segment per
 // path and tap.
 template <typename T, bool kDirect>
-void add_down_convs(const Branch<T>& b, int64_t n, int32_t y0, int32_t y1, Scratch<acc_t<T>>& s) {
-  using A = acc_t<T>;
+void add_down_convs(const Branch<T>& b, int64_t n, int32_t y0, int32_t y1, Scratch<T>& s) {
+  using R = operand_t<T>;
   const FusionBranchProblem& p = b.p;
   const int64_t pixels = int64_t{y1 - y0} * p.w;
   s.staged.resize(p.num_down);
@@ -228,8 +143,8 @@ void add_down_convs(const Branch<T>& b, int64_t n, int32_t y0, int32_t y1, Scrat
   s.row_pointers.resize(9 * p.num_down * kTileP);
   s.segments.resize(9 * p.num_down);
   for (int64_t first = 0; first < pixels; first += kTileP) {
-    const A** rows = s.row_pointers.data();
-    Segment<A>* segment = s.segments.data();
+    const R** rows = s.row_pointers.data();
+    Segment<R>* segment = s.segments.data();
     for (int k = 0; k < p.num_down; ++k) {
       const WeightPanel<T>& w = b.down_w[k];
       const int32_t cin = p.down[k].cin;
@@ -239,14 +154,14 @@ void add_down_convs(const Branch<T>& b, int64_t n, int32_t y0, int32_t y1, Scrat
           const int64_t y = y0 + pixel / p.w, x = pixel % p.w;
           rows[q] = pixel < pixels ? inputs[k].pixel(2 * y - 1 + t / 3, 2 * x - 1 + t % 3) : b.zeros.data();
         }
-        *segment = Segment<A>{cin, rows, w.data + t * cin * w.ldb, w.ldb};
+        *segment = Segment<R>{cin, rows, w.segment(t), w.ldb()};
       }
     }
-    A* c = s.acc.data() + first * b.cp;
-    for (int64_t j = 0; j < b.cp; j += kTileC<A>) {
-      for (auto& seg : s.segments) seg.b += j;
-      tile_gemm(s.segments.data(), static_cast<int>(s.segments.size()), c + j, b.cp);
-      for (auto& seg : s.segments) seg.b -= j;
+    for (int64_t j = 0; j < b.cp; j += kTileC<acc_t<T>>) {
+      for (int i = 0; i < 9 * p.num_down; ++i) {
+        s.segments[i].b = WeightPanel<T>::at_channel(b.down_w[i / 9].segment(i % 9), j);
+      }
+      tile_gemm(s.segments.data(), 9 * p.num_down, s.acc.data() + first * b.cp + j, b.cp);
     }
   }
 }
@@ -254,7 +169,7 @@ void add_down_convs(const Branch<T>& b, int64_t n, int32_t y0, int32_t y1, Scrat
 // Step 2 for low path k: project the low rows that output rows [y0, y1) read, then add their
 // interpolation to acc. Bilinear blends along x, then y: h0 * (w0 * a + w1 * b) + h1 * (...).
 template <typename T, bool kDirect>
-void add_projection(const Branch<T>& b, int k, int64_t n, int32_t y0, int32_t y1, Scratch<acc_t<T>>& s) {
+void add_projection(const Branch<T>& b, int k, int64_t n, int32_t y0, int32_t y1, Scratch<T>& s) {
   using A = acc_t<T>;
   const FusionBranchProblem& p = b.p;
   const ConvPath& path = p.low[k];
@@ -270,8 +185,10 @@ void add_projection(const Branch<T>& b, int k, int64_t n, int32_t y0, int32_t y1
       const int64_t pixel = first + q;
       s.row_pointers[q] = pixel < pixels ? input.pixel(r0 + pixel / lw, pixel % lw) : b.zeros.data();
     }
+    const WeightPanel<T>& w = b.low_w[k];
     for (int64_t j = 0; j < cp; j += kTileC<A>) {
-      const Segment<A> seg{path.cin, s.row_pointers.data(), b.low_w[k].data + j, b.low_w[k].ldb};
+      const Segment<operand_t<T>> seg{path.cin, s.row_pointers.data(), WeightPanel<T>::at_channel(w.segment(0), j),
+                                      w.ldb()};
       tile_gemm(&seg, 1, s.proj.data() + first * cp + j, cp);
     }
   }
@@ -327,7 +244,7 @@ void write_band(const Branch<T>& b, int64_t n, int32_t y0, int32_t y1, const acc
 template <typename T, bool kChannelsLast>
 void run_branch(const FusionBranchProblem& problem) {
   using A = acc_t<T>;
-  constexpr bool kDirect = kChannelsLast && std::is_same_v<T, A>;  // GEMM rows read in place
+  constexpr bool kDirect = kChannelsLast && std::is_same_v<T, operand_t<T>>;  // GEMM rows read in place
   const Branch<T> b(problem);
   const FusionBranchProblem& p = b.p;
   // Bands: enough tasks for every thread, each accumulator tile within kBandBytes.
@@ -337,7 +254,7 @@ void run_branch(const FusionBranchProblem& problem) {
   const int32_t rows = static_cast<int32_t>((p.h + bands - 1) / bands);
   const int64_t per_sample = (p.h + rows - 1) / rows;
   at::parallel_for(0, p.n * per_sample, 1, [&](int64_t begin, int64_t end) {
-    Scratch<A> s;
+    Scratch<T> s;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / per_sample;
       const int32_t y0 = static_cast<int32_t>(task % per_sample) * rows;
