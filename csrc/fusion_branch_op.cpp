@@ -11,7 +11,7 @@
 namespace hrnet_fast {
 namespace {
 
-constexpr const char* kOp = "hrnet_fast::fusion_branch";
+constexpr const char* kOp = "hrnet_fast::fusion_branch_cpp";
 
 void check_param(const std::string& name, const at::Tensor& t, at::IntArrayRef shape, const at::Tensor& base) {
   TORCH_CHECK(t.sizes() == shape, kOp, ": ", name, " must have shape ", shape, ", got ", t.sizes());

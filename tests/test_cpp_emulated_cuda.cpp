@@ -2,10 +2,11 @@
 // csrc/cuda/fusion_branch_kernel.cuh compiled for the host and run thread by thread (every block,
 // every thread of each launch, in a loop; the tiled fusion_branch kernel phase by phase through the
 // host CTA of csrc/cuda/cta.cuh, which emulates ldmatrix and mma.sync), behind the same op frontends
-// as the real backends, as the CPU kernels of the namespace hrnet_fast_emulated_cuda. The tests run
-// it like the real backends, so the CUDA indexing, fragment layouts, masks and tails are checked on
-// machines without a GPU. A launch here takes at most 4096 elements (fusion_branch: pixels), so tests
-// with a few samples of a few thousand run the batch split of large tensors.
+// as the real backends, as the CPU kernels of the ops hrnet_fast_emulated_cuda::<op>_cpp (defined
+// from Python with the registry's schemas, like the cpp backend's). The tests run it like the real
+// backends, so the CUDA indexing, fragment layouts, masks and tails are checked on machines without a
+// GPU. A launch here takes at most 4096 elements (fusion_branch: pixels), so tests with a few samples
+// of a few thousand run the batch split of large tensors.
 #define HRNET_FAST_MAX_LAUNCH_ELEMENTS 4096
 
 #include <torch/library.h>
@@ -16,7 +17,6 @@
 #include "cuda/upsample_sum_kernel.cuh"
 #include "fusion_branch_op.h"
 #include "op_frontend.h"
-#include "schemas.h"
 
 namespace {
 
@@ -108,12 +108,10 @@ std::vector<at::Tensor> upsample_concat_backward_emulated(const at::Tensor& grad
 
 }  // namespace
 
-TORCH_LIBRARY(hrnet_fast_emulated_cuda, m) { hrnet_fast::define_ops(m); }
-
 TORCH_LIBRARY_IMPL(hrnet_fast_emulated_cuda, CPU, m) {
-  m.impl("upsample_sum", &upsample_sum_emulated);
-  m.impl("upsample_sum_backward", &upsample_sum_backward_emulated);
-  m.impl("upsample_concat", &upsample_concat_emulated);
-  m.impl("upsample_concat_backward", &upsample_concat_backward_emulated);
-  m.impl("fusion_branch_cpp", &fusion_branch_emulated);  // its schema is defined from Python
+  m.impl("upsample_sum_cpp", &upsample_sum_emulated);
+  m.impl("upsample_sum_backward_cpp", &upsample_sum_backward_emulated);
+  m.impl("upsample_concat_cpp", &upsample_concat_emulated);
+  m.impl("upsample_concat_backward_cpp", &upsample_concat_backward_emulated);
+  m.impl("fusion_branch_cpp", &fusion_branch_emulated);
 }
