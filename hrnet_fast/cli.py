@@ -79,7 +79,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     suites_run = ["train"] if args.train else args.suite
     train_cases = TRAIN_CASES["cuda" if cuda else "cpu"]
-    steps = 1 + len(dict.fromkeys(["reference", *op_backends])) * 3 * ("ops" in suites_run)
+    steps = 1 + len(dict.fromkeys(["reference", *op_backends])) * 4 * ("ops" in suites_run)
     steps += len(dict.fromkeys(["reference", *model_backends])) * ("model" in suites_run)
     progress = Progress(
         steps + len(dict.fromkeys(["reference", *backends])) * len(train_cases) * ("train" in suites_run)
@@ -93,6 +93,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for mode in ("nearest", "bilinear"):
             found += suites.bench_fusion_sums(args.arch, args.size, batch, op_settings, mode=mode, **ops)
         found += suites.bench_seg_concat(args.arch, args.size, batch, op_settings, **ops)
+        found += suites.bench_fusion_step(args.arch, args.size, batch, op_settings, **ops)
     if "model" in suites_run:
         found += suites.bench_model(
             args.arch, args.head, args.size, batch, model_settings, backends=model_backends, progress=progress
