@@ -30,7 +30,6 @@ from pathlib import Path
 
 import torch
 from cpu_ext import alternate
-from torch import nn
 
 import hrnet_fast
 from hrnet_fast import HRNet, optimize
@@ -39,6 +38,7 @@ from hrnet_fast.bench.results import environment, markdown_header
 from hrnet_fast.bench.shapes import branch_sizes, stage_widths
 from hrnet_fast.models.engine import fold_children_
 from hrnet_fast.nn import MultiResolutionFusion, fusion
+from hrnet_fast.testing import randomize_batchnorm_
 
 BATCH = 8
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -64,17 +64,6 @@ def without_level2(fn: Callable[[], object]) -> Callable[[], object]:
     return run
 
 
-def _randomize_bn(module: nn.Module) -> nn.Module:
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 2)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-    return module
-
-
 def _row(samples: dict[str, list[float]], outputs: dict[str, object], base: dict) -> dict:
     """Medians, minima, speedups of the last runner over the others, errors against the reference."""
     med = {k: statistics.median(v) for k, v in samples.items()}
@@ -95,7 +84,7 @@ def _row(samples: dict[str, list[float]], outputs: dict[str, object], base: dict
 def bench_step(reps: int) -> list[dict]:
     widths, sizes = stage_widths("w32", 4), branch_sizes(256, 192)
     torch.manual_seed(0)
-    module = _randomize_bn(MultiResolutionFusion(widths)).eval()
+    module = randomize_batchnorm_(MultiResolutionFusion(widths)).eval()
     rows = []
     for dname, dtype in DTYPES.items():
         for fname, fmt in FORMATS.items():
@@ -122,7 +111,7 @@ def bench_step(reps: int) -> list[dict]:
 
 def bench_model(reps: int) -> list[dict]:
     torch.manual_seed(0)
-    model = _randomize_bn(HRNet("w32", head="pose")).eval()
+    model = randomize_batchnorm_(HRNet("w32", head="pose")).eval()
     x = torch.randn(BATCH, 3, 256, 192)
     reference = copy.deepcopy(model)
     reference.backend = "reference"

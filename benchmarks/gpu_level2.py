@@ -33,7 +33,6 @@ from pathlib import Path
 
 import torch
 from gpu_cuda import Checks
-from torch import nn
 
 import hrnet_fast
 from hrnet_fast.bench.report import table
@@ -42,6 +41,7 @@ from hrnet_fast.bench.shapes import branch_sizes, stage_widths
 from hrnet_fast.bench.timer import Rotation, time_fn
 from hrnet_fast.nn import MultiResolutionFusion
 from hrnet_fast.nn.folded_fusion import folded_forward, use_level2
+from hrnet_fast.testing import randomize_batchnorm_
 
 STEPS = {  # name: arch, input size, fusion upsampling
     "w32-pose": ("w32", (256, 192), "nearest"),
@@ -74,15 +74,7 @@ class Step:
         self.widths = stage_widths(arch, 4)
         self.sizes = branch_sizes(h // scale, w // scale)
         torch.manual_seed(0)
-        fuse = MultiResolutionFusion(self.widths, upsample=mode)
-        with torch.no_grad():
-            for m in fuse.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.running_mean.normal_(0, 0.1)
-                    m.running_var.uniform_(0.5, 2)
-                    m.weight.uniform_(0.5, 1.5)
-                    m.bias.normal_(0, 0.1)
-        self.module = fuse.to(device).eval()
+        self.module = randomize_batchnorm_(MultiResolutionFusion(self.widths, upsample=mode)).to(device).eval()
 
     def module_on(self, backend: str, dtype: torch.dtype) -> MultiResolutionFusion:
         fuse = copy.deepcopy(self.module).to(dtype)
