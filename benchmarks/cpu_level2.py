@@ -8,7 +8,12 @@ run with what ran before it.
      level 1          backend cpp with level 2 off: framework conv + BN per path, then upsample_sum
      level 1 folded   the same with BN folded into oneDNN's fused convs, as optimize() ran it before
      level 2          backend cpp: BN folded, one fusion_branch call per output branch
-2. The whole HRNet-W32 pose forward (batch 8, 256x192) under ``optimize()`` (channels_last), with
+2. Per output branch of that step (fp32, channels_last): the hand-written C++ kernel (one
+   fusion_branch call: implicit-GEMM strided convs + low-resolution projections + epilogue) against
+   the same paths through oneDNN (its fused convs, BN folded, via conv_bias_act) + upsample_sum on
+   cpp, with the GFLOP/s of each (the convs' and projections' multiply-adds x 2 / time): whether the
+   strided convs would be faster through oneDNN.
+3. The whole HRNet-W32 pose forward (batch 8, 256x192) under ``optimize()`` (channels_last), with
    level 2 (now) and with it off (as before), beside the eager reference model.
 
 Calls alternate (A B C D A B C D ...) so load from other processes hits all alike; medians (and
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import json
 import statistics
 import sys
@@ -38,6 +44,8 @@ from hrnet_fast.bench.results import environment, markdown_header
 from hrnet_fast.bench.shapes import branch_sizes, stage_widths
 from hrnet_fast.models.engine import fold_children_
 from hrnet_fast.nn import MultiResolutionFusion, fusion
+from hrnet_fast.nn.folded_fusion import folded_branches
+from hrnet_fast.ops import conv_bias_act, fusion_branch, fusion_branch_reference, upsample_sum
 from hrnet_fast.testing import randomize_batchnorm_
 
 BATCH = 8
@@ -64,11 +72,10 @@ def without_level2(fn: Callable[[], object]) -> Callable[[], object]:
     return run
 
 
-def _row(samples: dict[str, list[float]], outputs: dict[str, object], base: dict) -> dict:
-    """Medians, minima, speedups of the last runner over the others, errors against the reference."""
+def _row(samples: dict[str, list[float]], outputs: dict[str, object], reference: object, base: dict) -> dict:
+    """Medians, minima, the last runner's speedup over each other one, errors against ``reference``."""
     med = {k: statistics.median(v) for k, v in samples.items()}
-    ref = outputs["reference"]
-    ref = ref if isinstance(ref, list | tuple) else [ref]
+    ref = reference if isinstance(reference, list | tuple) else [reference]
     row = dict(base)
     for name, seconds in med.items():
         row[f"{name}_ms"] = seconds * 1e3
@@ -104,8 +111,54 @@ def bench_step(reps: int) -> list[dict]:
             with torch.inference_mode():
                 outputs = {k: f() for k, f in fns.items()}
                 samples = alternate(fns, reps)
-            rows.append(_row(samples, outputs, {"dtype": dname, "layout": fname}))
+            rows.append(_row(samples, outputs, outputs["reference"], {"dtype": dname, "layout": fname}))
             print(f"  step {dname} {fname}: " + ", ".join(f"{k} {v:.2f}" for k, v in rows[-1].items() if "vs" in k))
+    return rows
+
+
+def _through_onednn(paths, biases, base, num_down: int):
+    """A branch as level 1 with folded BN: oneDNN's fused convs per path, then upsample_sum on cpp."""
+    outs = [
+        conv_bias_act(x, w, b, stride=s, padding=p, relu=False) for (x, w, s, p), b in zip(paths, biases, strict=True)
+    ]
+    return upsample_sum(base, outs[:num_down], outs[num_down:], backend="cpp")
+
+
+def bench_branches(reps: int) -> list[dict]:
+    widths, sizes = stage_widths("w32", 4), branch_sizes(256, 192)
+    torch.manual_seed(0)
+    module = randomize_batchnorm_(MultiResolutionFusion(widths)).eval()
+    shapes = [(BATCH, c, *hw) for c, hw in zip(widths, sizes, strict=True)]
+    xs = [torch.randn(s).contiguous(memory_format=torch.channels_last) for s in shapes]
+    rows = []
+    with torch.inference_mode():
+        for i, folded in enumerate(folded_branches(module, torch.float32, xs[0].device)):
+            down = []
+            for j, steps in enumerate(folded.down_steps):  # the earlier steps of each chain, outside both
+                t = xs[j]
+                for w, b in steps:
+                    t = conv_bias_act(t, w, b, stride=2, padding=1)
+                down.append(t)
+            low = xs[i + 1 :]
+            args = (xs[i], down, folded.down_weight, low, folded.low_weight, folded.bias, "nearest", False, True)
+            # oneDNN's convs take (C_out, C_in, k, k) memory; the first path adds the step's bias
+            paths = [(x, w.contiguous(), 2, 1) for x, w in zip(down, folded.down_weight, strict=True)]
+            paths += [(x, w.contiguous(), 1, 0) for x, w in zip(low, folded.low_weight, strict=True)]
+            biases = [folded.bias] + [torch.zeros_like(folded.bias)] * (len(paths) - 1)
+
+            fns = {
+                "onednn": functools.partial(_through_onednn, paths, biases, xs[i], len(down)),
+                "kernel": functools.partial(fusion_branch, *args[:6], backend="cpp"),
+            }
+            outputs = {k: f() for k, f in fns.items()}
+            samples = alternate(fns, reps)
+            row = _row(samples, outputs, fusion_branch_reference(*args), {"branch": i})
+            macs = sum(x[0, 0].numel() // s**2 * x.shape[1] * w[0, 0].numel() for x, w, s, _ in paths)
+            flops = 2 * BATCH * widths[i] * macs
+            row["kernel_gflops"] = flops / row["kernel_ms"] / 1e6
+            row["onednn_gflops"] = flops / row["onednn_ms"] / 1e6
+            rows.append(row)
+            print(f"  branch {i}: kernel {row['kernel_ms']:.2f} ms, oneDNN + upsample_sum {row['onednn_ms']:.2f} ms")
     return rows
 
 
@@ -124,7 +177,7 @@ def bench_model(reps: int) -> list[dict]:
     with torch.inference_mode():
         outputs = {k: f() for k, f in fns.items()}
         samples = alternate(fns, reps, warmup=1)
-    row = _row(samples, outputs, {"model": "w32 pose 256x192", "dtype": "fp32", "layout": "channels_last"})
+    row = _row(samples, outputs, outputs["reference"], {"model": "w32 pose 256x192", "dtype": "fp32", "layout": "cl"})
     print("  model: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items() if "vs" in k))
     return [row]
 
@@ -141,6 +194,15 @@ STEP_COLUMNS = [
     ("level2_vs_level1", "L2 vs L1", ".2f"),
     ("level2_vs_level1_folded", "L2 vs L1 folded", ".2f"),
     ("level2_err", "L2 max |err|", ".1e"),
+]
+BRANCH_COLUMNS = [
+    ("branch", "branch", "d"),
+    ("onednn_ms", "oneDNN + upsample_sum ms", ".3f"),
+    ("kernel_ms", "kernel ms", ".3f"),
+    ("onednn_gflops", "oneDNN GFLOP/s", ".0f"),
+    ("kernel_gflops", "kernel GFLOP/s", ".0f"),
+    ("kernel_vs_onednn", "kernel vs oneDNN", ".2f"),
+    ("kernel_err", "kernel max |err|", ".1e"),
 ]
 MODEL_COLUMNS = [
     ("model", "model", "s"),
@@ -173,17 +235,27 @@ def main(argv: list[str] | None = None) -> int:
     print(setup)
     step_table = table(step_rows := bench_step(args.step_reps), STEP_COLUMNS)
     print(f"\nW32 pose stage-4 fusion step, batch {BATCH}, all output branches\n{step_table}")
+    branch_table = table(branch_rows := bench_branches(args.step_reps), BRANCH_COLUMNS)
+    print(f"\nper output branch, fp32 channels_last: the kernel vs the same paths through oneDNN\n{branch_table}")
     model_table = table(model_rows := bench_model(args.model_reps), MODEL_COLUMNS)
     print(f"\nHRNet-W32 pose forward, batch {BATCH}, optimize() channels_last fp32\n{model_table}")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        results = {"setup": setup, "environment": env, "step": step_rows, "model": model_rows}
+        results = {
+            "setup": setup,
+            "environment": env,
+            "step": step_rows,
+            "branches": branch_rows,
+            "model": model_rows,
+        }
         (args.out / "cpu_level2.json").write_text(json.dumps(results, indent=2))
         (args.out / "cpu_level2.md").write_text(
             markdown_header("Level 2 on backend cpp, CPU (benchmarks/cpu_level2.py)", env)
             + f"\n{setup}.\n\nW32 pose stage-4 fusion step, batch {BATCH}, all four output branches "
             f"(level 1: upsample_sum on cpp + framework convs; folded: BN folded into oneDNN convs):\n\n"
-            f"```\n{step_table}\n```\n\nHRNet-W32 pose forward, batch {BATCH}, 256x192, "
+            f"```\n{step_table}\n```\n\nPer output branch (fp32, channels_last), the C++ kernel against the same "
+            f"paths through oneDNN's fused convs (BN folded) + upsample_sum on cpp; GFLOP/s of the convs and "
+            f"projections:\n\n```\n{branch_table}\n```\n\nHRNet-W32 pose forward, batch {BATCH}, 256x192, "
             f"optimize() (channels_last, fp32) with level 2 on and off:\n\n```\n{model_table}\n```\n"
         )
     return 0
