@@ -100,7 +100,7 @@ def compare(old: Sequence[Result], new: Sequence[Result]) -> tuple[list[Regressi
     before = {r.key: r for r in old}
     regressions, matched = [], 0
     for r in new:
-        if r.key not in before:
+        if r.key not in before or r.ms is None or before[r.key].ms is None:
             continue
         matched += 1
         o = before[r.key]
