@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .backends import requested_backend
+from .backends import exporting, requested_backend
 from .interp import memory_format_of
 
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
@@ -36,6 +36,24 @@ def conv_bias_act_reference(
     if residual is not None:
         out = out + residual
     return torch.relu(out) if relu else out
+
+
+def prepack_weight(weight: Tensor, *, stride: int, padding: int, input_shape: tuple[int, ...]) -> Tensor | None:
+    """``weight`` reordered once into the blocked layout oneDNN picks for inputs of ``input_shape``
+    (an opaque oneDNN tensor, as inductor's freezing makes), to pass as ``conv_bias_act(...,
+    packed=)``: the library then skips reordering the weights on every call. None where the oneDNN
+    call does not run: not a CPU float32/bfloat16 weight, or while compiling or exporting."""
+    if (
+        weight.device.type != "cpu"
+        or weight.dtype not in _ONEDNN_DTYPES
+        or not torch.backends.mkldnn.is_available()
+        or torch.compiler.is_compiling()
+        or exporting()
+    ):
+        return None
+    pad, st = [padding, padding], [stride, stride]
+    with torch.no_grad():
+        return torch.ops.mkldnn._reorder_convolution_weight(weight, pad, st, [1, 1], 1, list(input_shape))
 
 
 def _onednn(x, weight, bias, stride, padding, residual, relu):
@@ -97,12 +115,18 @@ def conv_bias_act(
     residual: Tensor | None = None,
     relu: bool = True,
     backend: str | None = None,
+    packed: Tensor | None = None,
 ) -> Tensor:
     """``act(conv2d(x, weight, bias, stride, padding) + residual)`` in one fused library call where one
-    exists; ``backend="reference"`` (or the global selection) forces the plain composition."""
+    exists; ``backend="reference"`` (or the global selection) forces the plain composition.
+
+    ``packed``: the same weight from :func:`prepack_weight`, which the oneDNN call uses instead of
+    ``weight`` (every other path reads ``weight``)."""
     if requested_backend(backend) != "reference" and not torch.compiler.is_compiling():
         impl = _vendor(x, residual, relu)
-        out = None if impl is None else _call_vendor(impl, x, weight, bias, stride, padding, residual, relu)
-        if out is not None:
-            return out
+        if impl is not None:
+            w = packed if impl is _onednn and packed is not None else weight
+            out = _call_vendor(impl, x, w, bias, stride, padding, residual, relu)
+            if out is not None:
+                return out
     return conv_bias_act_reference(x, weight, bias, stride, padding, residual, relu)
