@@ -53,7 +53,8 @@ class FoldedConv(nn.Module):
         """The weight prepacked for oneDNN for inputs shaped like ``x`` (made on the first such call,
         remade when the weight changes), or None where no prepacked path applies."""
         w = self.weight
-        key = (tuple(x.shape), x.dtype, w.dtype, w.device, w.data_ptr(), w._version)
+        version = None if w.is_inference() else w._version  # inference tensors count no versions
+        key = (tuple(x.shape), x.dtype, w.dtype, w.device, w.data_ptr(), version)
         packed = self._packed.get(key)
         if packed is None:
             packed = prepack_weight(w, stride=self.stride, padding=self.padding, input_shape=key[0])
