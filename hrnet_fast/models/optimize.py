@@ -14,13 +14,16 @@ lets the compiler fuse and graph them.
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 from torch import Tensor, nn
 
 from ..nn import CudaGraphCache, FoldedConv
+from ..nn.branch_pool import branch_pool
+from ..ops.backends import exporting
 from .blocks import BasicBlock, Bottleneck
-from .hrnet import HRNet
+from .hrnet import HighResolutionModule, HRNet
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -54,11 +57,31 @@ class FoldedBottleneck(nn.Module):
         return self.conv3(self.conv2(self.conv1(x)), shortcut)
 
 
+class FoldedHighResolutionModule(nn.Module):
+    """HighResolutionModule with folded blocks whose branches run side by side on a CPU (one share
+    of the cores each, see :mod:`hrnet_fast.nn.branch_pool`), then the fusion step."""
+
+    def __init__(self, module: HighResolutionModule):
+        super().__init__()
+        fold_children_(module)
+        self.branches, self.fuse_layers, self.out_channels = module.branches, module.fuse_layers, module.out_channels
+
+    def forward(self, xs: list[Tensor]) -> list[Tensor]:
+        pool = None
+        if xs[0].device.type == "cpu" and len(xs) > 1 and not torch.compiler.is_compiling() and not exporting():
+            pool = branch_pool()
+        calls = [functools.partial(branch, x) for branch, x in zip(self.branches, xs, strict=True)]
+        xs = [call() for call in calls] if pool is None else pool.run(calls)
+        return xs if self.fuse_layers is None else self.fuse_layers(xs)
+
+
 def _folded(module: nn.Module) -> nn.Module:
     if isinstance(module, BasicBlock):
         return FoldedBasicBlock(module)
     if isinstance(module, Bottleneck):
         return FoldedBottleneck(module)
+    if isinstance(module, HighResolutionModule):
+        return FoldedHighResolutionModule(module)
     if isinstance(module, nn.Sequential):
         return fold_sequential(module)
     fold_children_(module)
