@@ -5,10 +5,13 @@ What it does to a copy of the model (the original is left as it was):
     call (bias + ReLU; bias + residual + ReLU at the end of BasicBlock/Bottleneck);
   - casts weights to ``dtype`` and lays tensors out channels_last;
   - on CUDA, replays a captured CUDA graph per input shape (the first call with a shape warms up
-    and captures; later calls replay), which removes HRNet's launch overhead.
-The fusion steps keep running through ``hrnet_fast.ops`` with the model's backend. On a CPU it
-folds and fuses (no graphs). Under ``torch.compile`` it runs the folded model as plain ops and
-lets the compiler fuse and graph them.
+    and captures; later calls replay), which removes HRNet's launch overhead;
+  - on a CPU, prepacks each conv's weights once per input shape into oneDNN's blocked layout and
+    runs the forward on worker threads with one intra-op thread each, which take independent work
+    in turn (batch chunks, branches, see :mod:`hrnet_fast.nn.cpu_workers`) instead of splitting
+    every small op over all cores.
+The fusion steps keep running through ``hrnet_fast.ops`` with the model's backend. Under
+``torch.compile`` it runs the folded model as plain ops and lets the compiler fuse and graph them.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import CudaGraphCache, FoldedConv
-from ..nn.branch_pool import branch_pool
+from ..nn.cpu_workers import CpuWorkers, cpu_workers, current_workers
 from ..ops.backends import exporting
 from .blocks import BasicBlock, Bottleneck
 from .hrnet import HighResolutionModule, HRNet
@@ -58,8 +61,8 @@ class FoldedBottleneck(nn.Module):
 
 
 class FoldedHighResolutionModule(nn.Module):
-    """HighResolutionModule with folded blocks whose branches run side by side on a CPU (one share
-    of the cores each, see :mod:`hrnet_fast.nn.branch_pool`), then the fusion step."""
+    """HighResolutionModule with folded blocks whose branches are tasks for the engine's CPU worker
+    threads (:mod:`hrnet_fast.nn.cpu_workers`) when it runs on them, then the fusion step."""
 
     def __init__(self, module: HighResolutionModule):
         super().__init__()
@@ -67,11 +70,9 @@ class FoldedHighResolutionModule(nn.Module):
         self.branches, self.fuse_layers, self.out_channels = module.branches, module.fuse_layers, module.out_channels
 
     def forward(self, xs: list[Tensor]) -> list[Tensor]:
-        pool = None
-        if xs[0].device.type == "cpu" and len(xs) > 1 and not torch.compiler.is_compiling() and not exporting():
-            pool = branch_pool()
         calls = [functools.partial(branch, x) for branch, x in zip(self.branches, xs, strict=True)]
-        xs = [call() for call in calls] if pool is None else pool.run(calls)
+        workers = None if torch.compiler.is_compiling() else current_workers()
+        xs = [call() for call in calls] if workers is None else workers.run(calls)
         return xs if self.fuse_layers is None else self.fuse_layers(xs)
 
 
@@ -126,12 +127,13 @@ class OptimizedHRNet(nn.Module):
     outputs come in the engine's dtype. Inference only: ``.train()`` raises.
     """
 
-    def __init__(self, model: HRNet, dtype: torch.dtype, channels_last: bool, cuda_graph: bool):
+    def __init__(self, model: HRNet, dtype: torch.dtype, channels_last: bool, cuda_graph: bool, cpu_workers: bool):
         super().__init__()
         self.model = model
         self.dtype = dtype
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.cuda_graph = cuda_graph
+        self.cpu_workers = cpu_workers
         self.graphs = CudaGraphCache(model)
 
     @property
@@ -158,11 +160,30 @@ class OptimizedHRNet(nn.Module):
         if self.cuda_graph and x.is_cuda and not torch.compiler.is_compiling():
             return self.graphs(x)
         with torch.no_grad():
+            workers = None
+            if x.device.type == "cpu" and self.cpu_workers and not torch.compiler.is_compiling() and not exporting():
+                workers = cpu_workers()
+            if workers is None:
+                return self.model(x)
+            return workers.call(functools.partial(self._forward_on_workers, x, workers))
+
+    def _forward_on_workers(self, x: Tensor, workers: CpuWorkers):
+        """The batch split into one chunk per worker thread, the chunks run as tasks, the outputs
+        joined again (the model is per image once BN is folded)."""
+        chunks = x.tensor_split(min(workers.size, x.shape[0]))
+        if len(chunks) == 1:
             return self.model(x)
+        outs = workers.run([functools.partial(self.model, chunk) for chunk in chunks])
+        if isinstance(outs[0], tuple):
+            return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
+        return torch.cat(outs)
 
     def extra_repr(self) -> str:
         channels_last = self.memory_format == torch.channels_last
-        return f"dtype={self.dtype}, channels_last={channels_last}, cuda_graph={self.cuda_graph}"
+        return (
+            f"dtype={self.dtype}, channels_last={channels_last}, cuda_graph={self.cuda_graph}, "
+            f"cpu_workers={self.cpu_workers}"
+        )
 
 
 def optimize(
@@ -171,10 +192,13 @@ def optimize(
     dtype: torch.dtype | None = None,
     channels_last: bool = True,
     cuda_graph: bool = True,
+    cpu_workers: bool = True,
     backend: str | None = None,
 ) -> OptimizedHRNet:
     """An inference engine with ``model``'s outputs: BN folded, fused conv epilogues, ``dtype``
-    weights (default: the model's), channels_last, and CUDA graphs per input shape on CUDA.
+    weights (default: the model's), channels_last, CUDA graphs per input shape on CUDA
+    (``cuda_graph``), and on a CPU prepacked weights and worker threads (``cpu_workers``; False
+    splits each op over torch's intra-op threads instead).
 
     ``model`` must be an HRNet in eval mode (``model.eval()``); it is copied, never changed.
     ``backend`` selects the fused-op backend of the copy (default: the model's own choice).
@@ -195,4 +219,4 @@ def optimize(
     folded = folded.to(dtype=dtype)
     if channels_last:
         folded = folded.to(memory_format=torch.channels_last)
-    return OptimizedHRNet(folded.eval(), dtype, channels_last, cuda_graph)
+    return OptimizedHRNet(folded.eval(), dtype, channels_last, cuda_graph, cpu_workers)
