@@ -32,7 +32,9 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 class FoldedBasicBlock(nn.Module):
-    """BasicBlock with BN folded: conv1+ReLU, then conv2 + shortcut + ReLU in one call."""
+    """BasicBlock with BN folded: conv1+ReLU, then conv2 + shortcut + ReLU in one call, which on a
+    CPU adds into the shortcut's memory: an identity shortcut overwrites the block's input, which
+    the engine never reads again (inference only)."""
 
     def __init__(self, block: BasicBlock):
         super().__init__()
@@ -42,11 +44,12 @@ class FoldedBasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
-        return self.conv2(self.conv1(x), shortcut)
+        return self.conv2(self.conv1(x), shortcut, accumulate=True)
 
 
 class FoldedBottleneck(nn.Module):
-    """Bottleneck with BN folded: conv1+ReLU, conv2+ReLU, then conv3 + shortcut + ReLU in one call."""
+    """Bottleneck with BN folded: conv1+ReLU, conv2+ReLU, then conv3 + shortcut + ReLU in one call
+    (into the shortcut's memory on a CPU, as in :class:`FoldedBasicBlock`)."""
 
     def __init__(self, block: Bottleneck):
         super().__init__()
@@ -57,7 +60,7 @@ class FoldedBottleneck(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
-        return self.conv3(self.conv2(self.conv1(x)), shortcut)
+        return self.conv3(self.conv2(self.conv1(x)), shortcut, accumulate=True)
 
 
 class FoldedHighResolutionModule(nn.Module):
@@ -74,6 +77,19 @@ class FoldedHighResolutionModule(nn.Module):
         workers = None if torch.compiler.is_compiling() else current_workers()
         xs = [call() for call in calls] if workers is None else workers.run(calls)
         return xs if self.fuse_layers is None else self.fuse_layers(xs)
+
+
+class AloneOnCpuWorkers(nn.Module):
+    """``module`` with all the engine's CPU worker threads splitting its ops while no other worker is
+    busy: ``layer1`` of a single image (the most work with no branches to run side by side)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        workers = None if torch.compiler.is_compiling() else current_workers()
+        return self.module(x) if workers is None else workers.alone(functools.partial(self.module, x))
 
 
 def _folded(module: nn.Module) -> nn.Module:
@@ -117,6 +133,7 @@ def fold_hrnet_(model: HRNet) -> HRNet:
     for name, child in model.named_children():
         if name not in ("conv1", "conv2", "bn1", "bn2", "relu"):
             setattr(model, name, _folded(child))
+    model.layer1 = AloneOnCpuWorkers(model.layer1)
     return model
 
 

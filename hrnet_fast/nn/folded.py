@@ -36,7 +36,8 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[Tensor, Te
 class FoldedConv(nn.Module):
     """``act(conv(x) + residual)`` with BatchNorm folded in: one fused library call per forward.
 
-    forward(x (N, C_in, H, W), residual (N, C_out, H', W') or None) -> (N, C_out, H', W').
+    forward(x (N, C_in, H, W), residual (N, C_out, H', W') or None, accumulate=False)
+    -> (N, C_out, H', W').
     """
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None, relu: bool = False):
@@ -64,7 +65,8 @@ class FoldedConv(nn.Module):
                 self._packed[key] = packed
         return packed
 
-    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, residual: Tensor | None = None, *, accumulate: bool = False) -> Tensor:
+        """``accumulate``: ``residual`` is not needed afterwards, and may hold the result."""
         packed = None if torch.compiler.is_compiling() or x.dtype != self.weight.dtype else self.packed_weight(x)
         return conv_bias_act(
             x,
@@ -75,6 +77,7 @@ class FoldedConv(nn.Module):
             residual=residual,
             relu=self.relu,
             packed=packed,
+            accumulate=accumulate,
         )
 
     def extra_repr(self) -> str:

@@ -66,6 +66,14 @@ def _onednn(x, weight, bias, stride, padding, residual, relu):
     )
 
 
+def _onednn_accumulate(x, weight, bias, stride, padding, residual, relu):
+    """oneDNN's sum post-op: the result is written into ``residual``'s memory."""
+    unary = "relu" if relu else None
+    return torch.ops.mkldnn._convolution_pointwise_.binary(
+        residual, x, weight, bias, [padding, padding], [stride, stride], [1, 1], 1, "add", 1.0, unary, [], None
+    )
+
+
 def _cudnn(x, weight, bias, stride, padding, residual, relu):
     st, pad, dil = [stride, stride], [padding, padding], [1, 1]
     if residual is None:
@@ -116,16 +124,20 @@ def conv_bias_act(
     relu: bool = True,
     backend: str | None = None,
     packed: Tensor | None = None,
+    accumulate: bool = False,
 ) -> Tensor:
     """``act(conv2d(x, weight, bias, stride, padding) + residual)`` in one fused library call where one
     exists; ``backend="reference"`` (or the global selection) forces the plain composition.
 
     ``packed``: the same weight from :func:`prepack_weight`, which the oneDNN call uses instead of
-    ``weight`` (every other path reads ``weight``)."""
+    ``weight`` (every other path reads ``weight``). ``accumulate``: the caller no longer needs
+    ``residual``, so the oneDNN call may add into its memory and return it (no new output buffer)."""
     if requested_backend(backend) != "reference" and not torch.compiler.is_compiling():
         impl = _vendor(x, residual, relu)
+        if impl is _onednn and accumulate and residual is not None:
+            impl = _onednn_accumulate
         if impl is not None:
-            w = packed if impl is _onednn and packed is not None else weight
+            w = packed if impl in (_onednn, _onednn_accumulate) and packed is not None else weight
             out = _call_vendor(impl, x, w, bias, stride, padding, residual, relu)
             if out is not None:
                 return out
