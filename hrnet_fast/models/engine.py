@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..nn import CudaGraphCache, FoldedConv
 from ..nn.cpu_workers import CpuWorkers, cpu_workers, current_workers
-from ..ops.backends import exporting
+from ..ops.registry import exporting
 from .blocks import BasicBlock, Bottleneck
 from .hrnet import HighResolutionModule, HRNet
 
