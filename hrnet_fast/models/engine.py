@@ -151,6 +151,7 @@ class OptimizedHRNet(nn.Module):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.cuda_graph = cuda_graph
         self.cpu_workers = cpu_workers
+        super().train(False)  # inference-only, and says so (exporters restore the mode they found)
         self.graphs = CudaGraphCache(model)
 
     @property

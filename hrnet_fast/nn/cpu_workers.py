@@ -11,8 +11,8 @@ tasks that the threads take in turn, so a core that stalls hands its share to th
 OpenMP's) has one thread per intra-op thread torch was given, each running its ops single-threaded.
 ``workers.call(fn)`` runs ``fn`` on a worker; inside it, ``workers.run(calls)`` gives
 ``[call() for call in calls]``, the calls taken in turn by the calling worker and any idle ones,
-and ``workers.alone(fn)`` runs ``fn`` with all the pool's threads splitting each op when no other
-worker is busy (the first layers of a single image have nothing independent beside them). Autograd and
+and ``workers.alone(fn)`` runs ``fn`` with all the pool's threads splitting each op when nothing
+else runs (the first layers of a single image have nothing independent beside them). Autograd and
 inference-mode state carry over into every task. :func:`current_workers` is the pool when called
 from one of its threads, else None. Thread counts are set per thread through OpenMP (torch's
 process-wide default stays as it is).
@@ -54,6 +54,7 @@ class CpuWorkers:
 
         def start() -> None:
             _local.workers = self
+            torch.get_num_threads()  # torch sets a new thread's OpenMP team size on its first use: now
             set_threads(1)
 
         self._executor = ThreadPoolExecutor(threads, "hrnet_fast-cpu", initializer=start)
@@ -66,8 +67,9 @@ class CpuWorkers:
         return self._executor.submit(self._task(fn)).result()
 
     def alone(self, fn: Callable[[], object]):
-        """``fn()``, with every thread of the pool splitting its ops when no other worker is busy."""
-        if self._busy > 1 or current_workers() is not self:
+        """``fn()``, with every thread of the pool splitting its ops when it is not one of several
+        calls of a :meth:`run` and no other worker is busy."""
+        if current_workers() is not self or getattr(_local, "sharing", False) or self._busy > 1:
             return fn()
         self._set_threads(self.size)
         try:
@@ -96,8 +98,12 @@ class CpuWorkers:
         order = itertools.count()  # next() on it is atomic under the GIL
 
         def drain() -> None:
-            while (i := next(order)) < len(calls):
-                results[i] = calls[i]()
+            sharing, _local.sharing = getattr(_local, "sharing", False), len(calls) > 1
+            try:
+                while (i := next(order)) < len(calls):
+                    results[i] = calls[i]()
+            finally:
+                _local.sharing = sharing
 
         helpers = [self._executor.submit(self._task(drain)) for _ in range(min(len(calls), self.size) - 1)]
         try:

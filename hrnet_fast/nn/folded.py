@@ -48,14 +48,19 @@ class FoldedConv(nn.Module):
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = nn.Parameter(bias, requires_grad=False)
         self.stride, self.padding, self.relu = conv.stride[0], conv.padding[0], relu
-        self._packed: dict[tuple, Tensor] = {}  # (input shape, weight identity) -> prepacked weight
+        self._packed: dict[tuple, Tensor] = {}  # (input shape, dtype) -> prepacked weight
+        self._packed_from: tuple | None = None  # the weight (storage, version) they were packed from
 
     def packed_weight(self, x: Tensor) -> Tensor | None:
         """The weight prepacked for oneDNN for inputs shaped like ``x`` (made on the first such call,
         remade when the weight changes), or None where no prepacked path applies."""
         w = self.weight
         version = None if w.is_inference() else w._version  # inference tensors count no versions
-        key = (tuple(x.shape), x.dtype, w.dtype, w.device, w.data_ptr(), version)
+        weight_id = (w.dtype, w.device, w.data_ptr(), version)
+        if weight_id != self._packed_from:
+            self._packed.clear()
+            self._packed_from = weight_id
+        key = (tuple(x.shape), x.dtype)
         packed = self._packed.get(key)
         if packed is None:
             packed = prepack_weight(w, stride=self.stride, padding=self.padding, input_shape=key[0])
