@@ -1,5 +1,5 @@
 """optimize() on a CPU: prepacked oneDNN weights, convolutions that add into the shortcut, and the
-worker threads that run batch chunks and branches side by side."""
+worker threads that run the chunks of a batch side by side."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import nn
 
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.nn import FoldedConv
-from hrnet_fast.nn.cpu_workers import CpuWorkers, _omp_setter, cpu_workers, current_workers
+from hrnet_fast.nn.cpu_workers import CpuWorkers, _omp_setter, cpu_workers
 from hrnet_fast.ops import conv_bias_act, conv_bias_act_reference
 from hrnet_fast.testing import assert_matches
 
@@ -70,7 +70,7 @@ def _workers() -> CpuWorkers:
     return CpuWorkers(2, setter)
 
 
-def test_workers_run_tasks_side_by_side_in_order_and_hand_back_errors():
+def test_workers_run_calls_side_by_side_in_order_and_hand_back_errors():
     workers = _workers()
     started = []
 
@@ -80,27 +80,23 @@ def test_workers_run_tasks_side_by_side_in_order_and_hand_back_errors():
         return i * i
 
     t0 = time.perf_counter()
-    assert workers.call(lambda: workers.run([lambda i=i: task(i) for i in range(4)])) == [0, 1, 4, 9]
+    assert workers.map([lambda i=i: task(i) for i in range(4)]) == [0, 1, 4, 9]
     assert time.perf_counter() - t0 < 0.18  # two threads: about 0.1 s, not 0.2 s
     assert len(set(started)) == 2 and all(name.startswith("hrnet_fast-cpu") for name in started)
     with pytest.raises(ZeroDivisionError):
-        workers.call(lambda: workers.run([lambda: 1, lambda: 1 / 0]))
-    assert workers.run([lambda: workers.run([lambda: 5])]) == [[5]]  # nested: no deadlock
-    assert workers._busy == 0
+        workers.map([lambda: 1, lambda: 1 / 0])
 
 
-def test_workers_keep_one_intra_op_thread_each_except_alone_and_carry_grad_mode():
+def test_workers_keep_one_intra_op_thread_each_and_carry_grad_mode():
     workers = _workers()
     main_threads = torch.get_num_threads()
-    assert workers.call(torch.get_num_threads) == 1
-    assert workers.call(lambda: workers.alone(torch.get_num_threads)) == 2
-    assert workers.call(lambda: workers.run([lambda: workers.alone(torch.get_num_threads)] * 2)) == [1, 1]
-    assert workers.call(torch.get_num_threads) == 1 and torch.get_num_threads() == main_threads
+    assert workers.map([torch.get_num_threads] * 4) == [1] * 4
+    assert torch.get_num_threads() == main_threads
     with torch.no_grad():
-        assert workers.call(torch.is_grad_enabled) is False
+        assert workers.map([torch.is_grad_enabled]) == [False]
     with torch.inference_mode():
-        assert workers.call(torch.is_inference_mode_enabled) is True
-    assert current_workers() is None and workers.call(current_workers) is workers
+        assert workers.map([torch.is_inference_mode_enabled]) == [True]
+    assert workers.map([cpu_workers]) == [None]  # an engine called on a worker runs in place
 
 
 @ONEDNN

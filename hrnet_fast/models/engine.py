@@ -6,10 +6,10 @@ What it does to a copy of the model (the original is left as it was):
   - casts weights to ``dtype`` and lays tensors out channels_last;
   - on CUDA, replays a captured CUDA graph per input shape (the first call with a shape warms up
     and captures; later calls replay), which removes HRNet's launch overhead;
-  - on a CPU, prepacks each conv's weights once per input shape into oneDNN's blocked layout and
-    runs the forward on worker threads with one intra-op thread each, which take independent work
-    in turn (batch chunks, branches, see :mod:`hrnet_fast.nn.cpu_workers`) instead of splitting
-    every small op over all cores.
+  - on a CPU, prepacks each conv's weights once per input shape into oneDNN's blocked layout and,
+    for a batch of more than one image, splits the batch into chunks that worker threads with one
+    intra-op thread each take in turn (:mod:`hrnet_fast.nn.cpu_workers`) instead of splitting every
+    small op over all cores; a single image runs each op on all cores.
 The fusion steps keep running through ``hrnet_fast.ops`` with the model's backend. Under
 ``torch.compile`` it runs the folded model as plain ops and lets the compiler fuse and graph them.
 """
@@ -23,10 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import CudaGraphCache, FoldedConv
-from ..nn.cpu_workers import CpuWorkers, cpu_workers, current_workers
+from ..nn.cpu_workers import CpuWorkers, cpu_workers
 from ..ops.registry import exporting
 from .blocks import BasicBlock, Bottleneck
-from .hrnet import HighResolutionModule, HRNet
+from .hrnet import HRNet
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -63,42 +63,11 @@ class FoldedBottleneck(nn.Module):
         return self.conv3(self.conv2(self.conv1(x)), shortcut, accumulate=True)
 
 
-class FoldedHighResolutionModule(nn.Module):
-    """HighResolutionModule with folded blocks whose branches are tasks for the engine's CPU worker
-    threads (:mod:`hrnet_fast.nn.cpu_workers`) when it runs on them, then the fusion step."""
-
-    def __init__(self, module: HighResolutionModule):
-        super().__init__()
-        fold_children_(module)
-        self.branches, self.fuse_layers, self.out_channels = module.branches, module.fuse_layers, module.out_channels
-
-    def forward(self, xs: list[Tensor]) -> list[Tensor]:
-        calls = [functools.partial(branch, x) for branch, x in zip(self.branches, xs, strict=True)]
-        workers = None if torch.compiler.is_compiling() else current_workers()
-        xs = [call() for call in calls] if workers is None else workers.run(calls)
-        return xs if self.fuse_layers is None else self.fuse_layers(xs)
-
-
-class AloneOnCpuWorkers(nn.Module):
-    """``module`` with all the engine's CPU worker threads splitting its ops while no other worker is
-    busy: ``layer1`` of a single image (the most work with no branches to run side by side)."""
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, x: Tensor) -> Tensor:
-        workers = None if torch.compiler.is_compiling() else current_workers()
-        return self.module(x) if workers is None else workers.alone(functools.partial(self.module, x))
-
-
 def _folded(module: nn.Module) -> nn.Module:
     if isinstance(module, BasicBlock):
         return FoldedBasicBlock(module)
     if isinstance(module, Bottleneck):
         return FoldedBottleneck(module)
-    if isinstance(module, HighResolutionModule):
-        return FoldedHighResolutionModule(module)
     if isinstance(module, nn.Sequential):
         return fold_sequential(module)
     fold_children_(module)
@@ -133,7 +102,6 @@ def fold_hrnet_(model: HRNet) -> HRNet:
     for name, child in model.named_children():
         if name not in ("conv1", "conv2", "bn1", "bn2", "relu"):
             setattr(model, name, _folded(child))
-    model.layer1 = AloneOnCpuWorkers(model.layer1)
     return model
 
 
@@ -179,19 +147,16 @@ class OptimizedHRNet(nn.Module):
             return self.graphs(x)
         with torch.no_grad():
             workers = None
-            if x.device.type == "cpu" and self.cpu_workers and not torch.compiler.is_compiling() and not exporting():
-                workers = cpu_workers()
-            if workers is None:
-                return self.model(x)
-            return workers.call(functools.partial(self._forward_on_workers, x, workers))
+            if x.device.type == "cpu" and x.shape[0] > 1 and self.cpu_workers:
+                workers = None if torch.compiler.is_compiling() or exporting() else cpu_workers()
+            return self.model(x) if workers is None else self._forward_on_workers(x, workers)
 
     def _forward_on_workers(self, x: Tensor, workers: CpuWorkers):
-        """The batch split into one chunk per worker thread, the chunks run as tasks, the outputs
-        joined again (the model is per image once BN is folded)."""
-        chunks = x.tensor_split(min(workers.size, x.shape[0]))
-        if len(chunks) == 1:
-            return self.model(x)
-        outs = workers.run([functools.partial(self.model, chunk) for chunk in chunks])
+        """The batch split into chunks (two per worker thread, so a stalled core hands work over),
+        each chunk run single-threaded by a worker, the outputs joined again: once BN is folded the
+        model treats every image on its own."""
+        chunks = x.tensor_split(min(2 * workers.size, x.shape[0]))
+        outs = workers.map([functools.partial(self.model, chunk) for chunk in chunks])
         if isinstance(outs[0], tuple):
             return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
         return torch.cat(outs)
@@ -215,8 +180,8 @@ def optimize(
 ) -> OptimizedHRNet:
     """An inference engine with ``model``'s outputs: BN folded, fused conv epilogues, ``dtype``
     weights (default: the model's), channels_last, CUDA graphs per input shape on CUDA
-    (``cuda_graph``), and on a CPU prepacked weights and worker threads (``cpu_workers``; False
-    splits each op over torch's intra-op threads instead).
+    (``cuda_graph``), and on a CPU prepacked weights and batches split over worker threads
+    (``cpu_workers``; False splits each op over torch's intra-op threads instead).
 
     ``model`` must be an HRNet in eval mode (``model.eval()``); it is copied, never changed.
     ``backend`` selects the fused-op backend of the copy (default: the model's own choice).
