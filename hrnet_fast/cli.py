@@ -6,6 +6,7 @@ hrnet-fast bench   time HRNet and its fusion ops per backend against the referen
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
@@ -74,6 +75,11 @@ def _peers(args: argparse.Namespace, device: torch.device) -> list[str]:
     return list(dict.fromkeys(peers))
 
 
+def _load() -> float | None:
+    """The machine's 1-minute load average (other work on a shared machine skews CPU timings)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     device = _device(args.device)
     cuda = device.type == "cuda"
@@ -95,6 +101,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         steps + len(dict.fromkeys(["reference", *backends])) * len(train_cases) * ("train" in suites_run)
     )
 
+    load_before = _load()
     progress("copy bandwidth")
     copy_bw = copy_bandwidth(device)
     found: list[suites.Result] = []
@@ -114,7 +121,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
     progress.done()
 
-    meta = results.environment(device, " ".join(["hrnet-fast", *args.argv])) | {"copy_gb_per_s": copy_bw / 1e9}
+    meta = results.environment(device, " ".join(["hrnet-fast", *args.argv])) | {
+        "copy_gb_per_s": copy_bw / 1e9,
+        "load": [load_before, _load()],
+    }
     print(f"{meta['device_name']} ({device}), torch {meta['torch']}, triton {meta['triton']}, {meta['date']}")
     print(f"copy bandwidth (read + write) measured in this run: {copy_bw / 1e9:.1f} GB/s\n")
     print(report.render(found))

@@ -53,7 +53,9 @@ def markdown_header(title: str, env: dict) -> str:
     """The heading of a results section: what, where, when, with which versions, by which command."""
     return (
         f"## {title}: {env['device_name']} ({env['device']}), {env['date']}\n\n"
-        f"torch {env['torch']}, triton {env['triton']}, Python {env['python']}, {env['cpu_count']} CPUs.\n\n"
+        f"torch {env['torch']}, triton {env['triton']}, Python {env['python']}, {env['cpu_count']} CPUs"
+        + (f"; load average {env['load'][0]:.1f} before, {env['load'][1]:.1f} after" if env.get("load") else "")
+        + ".\n\n"
         f"Command: `{env['command']}`\n"
     )
 
