@@ -29,6 +29,7 @@ import contextlib
 import copy
 import functools
 import json
+import os
 import statistics
 import sys
 from collections.abc import Callable, Iterator
@@ -227,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     if hrnet_fast.backend_status()["cpp"] is not None:
         raise SystemExit(f"backend cpp unavailable: {hrnet_fast.backend_status()['cpp']}")
     env = environment(torch.device("cpu"), " ".join(["python benchmarks/cpu_level2.py", *(argv or sys.argv[1:])]))
+    load_before = os.getloadavg()[0]  # other processes share the cores: recorded with the results
     setup = (
         f"{env['device_name']}, {torch.get_num_threads()} threads, torch {torch.__version__} "
         f"({torch.backends.cpu.get_cpu_capability()}); medians of {args.step_reps} (step) and "
@@ -239,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nper output branch, fp32 channels_last: the kernel vs the same paths through oneDNN\n{branch_table}")
     model_table = table(model_rows := bench_model(args.model_reps), MODEL_COLUMNS)
     print(f"\nHRNet-W32 pose forward, batch {BATCH}, optimize() channels_last fp32\n{model_table}")
+    env["load"] = (load_before, os.getloadavg()[0])
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         results = {
