@@ -62,18 +62,7 @@ at::Tensor fusion_branch(const BranchKernel& kernel, const at::Tensor& base, at:
   auto packed = [&](const at::Tensor& weight) {  // (k, k, C_in, C_out) memory; a view when already so
     return inputs.emplace_back(weight.permute({2, 3, 1, 0}).contiguous()).const_data_ptr();
   };
-  FusionBranchProblem p{};
-  p.dtype = dtype;
-  p.layout = layout;
-  p.n = static_cast<int32_t>(base.size(0));
-  p.c = static_cast<int32_t>(base.size(1));
-  p.h = static_cast<int32_t>(base.size(2));
-  p.w = static_cast<int32_t>(base.size(3));
-  p.bilinear = options.bilinear;
-  p.align_corners = options.align_corners;
-  p.relu = relu;
-  p.out = map_ref(target, layout);
-  p.out.data = target.data_ptr();
+  FusionBranchProblem p = output_problem<FusionBranchProblem>(dtype, layout, target, options, relu);
   p.base = map(base);
   p.bias = inputs.emplace_back(bias.contiguous()).const_data_ptr();
   p.num_down = static_cast<int32_t>(down.size());

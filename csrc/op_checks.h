@@ -104,6 +104,24 @@ inline MapRef map_ref(const at::Tensor& t, Layout layout) {
   return m;
 }
 
+// A problem (SumProblem, FusionBranchProblem) for writing `out` in `layout`: the fields they share.
+template <typename Problem>
+Problem output_problem(DType dtype, Layout layout, const at::Tensor& out, Options options, bool relu) {
+  Problem p{};
+  p.dtype = dtype;
+  p.layout = layout;
+  p.n = static_cast<int32_t>(out.size(0));
+  p.c = static_cast<int32_t>(out.size(1));
+  p.h = static_cast<int32_t>(out.size(2));
+  p.w = static_cast<int32_t>(out.size(3));
+  p.bilinear = options.bilinear;
+  p.align_corners = options.align_corners;
+  p.relu = relu;
+  p.out = map_ref(out, layout);
+  p.out.data = out.data_ptr();
+  return p;
+}
+
 // Where to compute an output the caller allocated: itself when the kernels can address it, else a
 // contiguous temporary to copy back (an input with an exotic dense stride order).
 struct Writable {

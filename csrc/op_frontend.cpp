@@ -16,19 +16,7 @@ namespace hrnet_fast {
 namespace {
 
 SumProblem sum_problem(DType dtype, Layout layout, const at::Tensor& out, Options options, bool relu) {
-  SumProblem p{};
-  p.dtype = dtype;
-  p.layout = layout;
-  p.n = static_cast<int32_t>(out.size(0));
-  p.c = static_cast<int32_t>(out.size(1));
-  p.h = static_cast<int32_t>(out.size(2));
-  p.w = static_cast<int32_t>(out.size(3));
-  p.bilinear = options.bilinear;
-  p.align_corners = options.align_corners;
-  p.relu = relu;
-  p.out = map_ref(out, layout);
-  p.out.data = out.data_ptr();
-  return p;
+  return output_problem<SumProblem>(dtype, layout, out, options, relu);
 }
 
 AdjointProblem adjoint_problem(DType dtype, Layout layout, const at::Tensor& grad, const at::Tensor& out,
