@@ -39,7 +39,7 @@ from hrnet_fast import _ext
 from hrnet_fast.bench.report import table
 from hrnet_fast.bench.results import environment, markdown_header
 from hrnet_fast.bench.shapes import fusion_shapes
-from hrnet_fast.bench.timer import L2_BYTES, copy_bandwidth
+from hrnet_fast.bench.timer import cache_bytes, copy_bandwidth
 
 sum_mod = importlib.import_module("hrnet_fast.ops.upsample_sum")
 concat_mod = importlib.import_module("hrnet_fast.ops.upsample_concat")
@@ -265,7 +265,7 @@ def time_all(calls: int, repeats: int) -> tuple[float, list[dict]]:
             for branch, problem in enumerate(fusion_shapes(arch, INPUT_SIZES[arch], batch)):
                 shapes = [problem.base] * (1 + problem.num_same) + list(problem.low)
                 nbytes = problem.elements() * dtype.itemsize  # inputs + the output
-                copies = max(1, -(-2 * L2_BYTES // nbytes))
+                copies = max(1, -(-2 * cache_bytes(torch.device("cuda")) // nbytes))
                 sets = [[randn(s, dtype, fmt) for s in shapes] for _ in range(copies)]
                 row = {"arch": arch, "batch": batch, "dtype": dname, "branch": branch, "MB": nbytes / 1e6}
                 for name, op in impls.items():

@@ -39,8 +39,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-L2_BYTES = 60 * 2**20
-
 try:
     import triton
     import triton.testing
@@ -48,7 +46,7 @@ try:
     import hrnet_fast
     import hrnet_fast.kernels
     from hrnet_fast.bench.results import environment, markdown_header
-    from hrnet_fast.bench.timer import copy_bandwidth
+    from hrnet_fast.bench.timer import cache_bytes, copy_bandwidth
     from hrnet_fast.nn import MultiResolutionFusion
     from hrnet_fast.ops import upsample_sum
     from hrnet_fast.ops.upsample_sum import upsample_sum_reference
@@ -84,7 +82,8 @@ DEVICE = "cuda"  # --smoke: "cpu", under TRITON_INTERPRET=1, tiny shapes, to tes
 
 def rotated(make, working_set: int):
     """Copies of make()'s inputs, together over 2 x L2, so cycling through them never hits in L2."""
-    return [make() for _ in range(max(1, min(8, math.ceil(2 * L2_BYTES / max(working_set, 1)))))]
+    l2 = cache_bytes(torch.device(DEVICE))
+    return [make() for _ in range(max(1, min(8, math.ceil(2 * l2 / max(working_set, 1)))))]
 
 
 def bench_ms(fn, inputs) -> float:
@@ -187,7 +186,7 @@ def level1(case, flavour, mode, compile_on, state) -> dict:
     row["compile_ms"] = bench_ms(compiled, inputs) if compiled else None
     row["triton_GBps"] = moved / row["triton_graph_ms"] / 1e6
     row["of_copy_bw"] = row["triton_GBps"] / state["copy_GBps"]
-    row["larger_than_L2"] = moved > L2_BYTES
+    row["larger_than_L2"] = moved > cache_bytes(torch.device(DEVICE))
     return row
 
 

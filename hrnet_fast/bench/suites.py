@@ -1,15 +1,17 @@
 """Benchmark suites: the fusion ops and whole models, every backend side by side with the reference.
 
-Each result carries its time, the run's noise, the speedup over the reference measured in the same
-run, the largest deviation from the reference's output, and a throughput: GB/s (with the share of
-the device's copy bandwidth, also measured in the run) for ops, images/s for models. ``"compile"``
-in a backend list means ``torch.compile`` of the reference, the strongest plain-PyTorch peer.
+Each result carries its median time and spread (interquartile range / median) over the timed calls
+(as many as :class:`~.timer.StopRule` asks for), the speedup over the reference measured in the
+same run with the speedup's own spread, the largest deviation from the reference's output, and a
+throughput: GB/s (with the share of the device's copy bandwidth, also measured in the run) for ops,
+images/s for models. ``"compile"`` in a backend list means ``torch.compile`` of the reference, the
+strongest plain-PyTorch peer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -19,7 +21,7 @@ from ..nn import CudaGraphCache
 from ..ops import available_backends, upsample_concat, upsample_concat_reference, upsample_sum, upsample_sum_reference
 from .memory import step_memory_bytes
 from .shapes import SumShapes, concat_elements, concat_shapes, fusion_shapes
-from .timer import Rotation, Timing, time_fn
+from .timer import Rotation, StopRule, Timing, time_fn
 
 COMPILE = "compile"  # torch.compile(reference) as a pseudo-backend
 COMPILE_RO = "compile-ro"  # torch.compile(reference, mode="reduce-overhead"): CUDA graphs
@@ -30,21 +32,30 @@ OPTIMIZE = "optimize"  # hrnet_fast.optimize(): our inference engine
 
 @dataclass(frozen=True)
 class Result:
-    suite: str  # "op" or "model"
+    suite: str  # "op", "model" or "train"
     case: str
     backend: str
-    ms: float
-    spread: float
-    speedup: float
+    ms: float  # median
+    spread: float  # interquartile range / median of the timed calls
+    speedup: float  # the reference's median / this median
     max_abs_err: float
     img_per_s: float | None = None
     gb_per_s: float | None = None
     pct_of_copy: float | None = None
     mem_mb: float | None = None  # training: activation memory of one step (see bench.memory)
+    samples: int | None = None  # timed calls
+    speedup_spread: float | None = None  # relative spread of the speedup: this row's plus the reference's
 
     @property
     def key(self) -> tuple[str, str, str]:
         return self.suite, self.case, self.backend
+
+    @property
+    def within_noise(self) -> bool:
+        """The speedup's spread is at least the difference from the reference it reports."""
+        if self.backend == "reference" or self.speedup_spread is None:
+            return False
+        return self.speedup * self.speedup_spread >= abs(self.speedup - 1)
 
 
 @dataclass(frozen=True)
@@ -53,14 +64,14 @@ class Settings:
     dtype: torch.dtype
     channels_last: bool = False
     warmup: int = 3
-    iters: int = 10
+    rule: StopRule = field(default_factory=StopRule)
 
     def tensor(self, shape: Sequence[int]) -> Tensor:
         t = torch.randn(tuple(shape), device=self.device, dtype=self.dtype)
         return t.contiguous(memory_format=torch.channels_last) if self.channels_last else t
 
     def time(self, fn: Callable[[], object]) -> Timing:
-        return time_fn(fn, self.device, warmup=self.warmup, iters=self.iters)
+        return time_fn(fn, self.device, warmup=self.warmup, rule=self.rule)
 
     @property
     def label(self) -> str:
@@ -88,8 +99,9 @@ def _compare(
     throughput: Callable[[float], dict],
 ) -> list[Result]:
     """Time ``run(backend)()`` for the reference and each backend; errors against the reference.
-    Training suites' runners return (step, extra) pairs: ``step()`` gives the loss, ``extra`` more fields."""
-    results, ref_out, ref_s = [], None, None
+    Training suites' runners return (step, extra) pairs: ``step()`` gives the loss, ``extra`` more fields.
+    ``progress(what)`` is called as each backend's row starts."""
+    results, ref_out, ref = [], None, None
     for name in ["reference"] + [b for b in backends if b != "reference"]:
         if progress:
             progress(f"{suite} {case}: {name}")
@@ -101,7 +113,7 @@ def _compare(
             if ref_out is None:
                 ref_out = out
             timing = settings.time(fn)
-        ref_s = ref_s or timing.median_s
+        ref = ref or timing
         results.append(
             Result(
                 suite=suite,
@@ -109,8 +121,10 @@ def _compare(
                 backend=name,
                 ms=timing.median_ms,
                 spread=timing.spread,
-                speedup=ref_s / timing.median_s,
+                speedup=ref.median_s / timing.median_s,
                 max_abs_err=max_abs_err(out, ref_out),
+                samples=timing.samples,
+                speedup_spread=0.0 if name == "reference" else timing.spread + ref.spread,
                 **throughput(timing.median_s),
                 **extra,
             )
