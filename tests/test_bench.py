@@ -83,22 +83,36 @@ def test_cpu_timer_reports_the_median_call(monkeypatch):
     assert timing.median_s == pytest.approx(0.02) and timing.samples == 5 and clock.calls == 8
 
 
+def test_the_median_interval_is_from_order_statistics():
+    timing = timer.summarize([float(v) for v in range(1, 101)])  # 1..100
+    assert timing.median_s == 50.5 and (timing.low_s, timing.high_s) == (40.0, 61.0)  # ranks 40 and 61
+    assert timing.spread == pytest.approx((75.75 - 25.25) / 50.5)
+    few = timer.summarize([3.0, 1.0, 2.0, 9.0, 4.0])
+    assert (few.low_s, few.median_s, few.high_s) == (1.0, 3.0, 9.0)  # n = 5: min and max
+
+
 def test_timing_stops_once_the_median_is_precise(monkeypatch):
     rule = StopRule(min_samples=6, max_samples=500, precision=0.01, budget_s=60)
     steady, _ = _timed(monkeypatch, [0.010, 0.01005, 0.00995] * 100, rule)
-    assert steady.samples == 6  # 1.57 * 1% IQR / sqrt(6) < 1%: the first round is enough
+    assert steady.samples == 6  # min-max within +-0.5%: the first round is enough
     wobbly, _ = _timed(monkeypatch, [0.010, 0.0102, 0.0098] * 100, rule)
-    assert 6 < wobbly.samples < 100 and wobbly.precision <= 0.01  # 4% IQR needs about 40 calls
+    assert 6 < wobbly.samples < 100 and wobbly.precision <= 0.01  # the interval narrows to the middle third
 
 
 def test_timing_of_noisy_calls_continues_until_the_budget(monkeypatch):
-    noisy = [0.001, 0.003] * 1000  # IQR 100% of the median: never within 1%
+    noisy = [0.001, 0.003] * 1000  # the median's interval never narrows below 0.001-0.003
     rule = StopRule(min_samples=5, max_samples=1000, precision=0.01, budget_s=0.2)
     timing, clock = _timed(monkeypatch, noisy, rule)
     assert clock.now >= 0.2 and clock.now < 0.25  # no round planned past the budget
     assert 50 <= timing.samples <= 125 and timing.precision > 0.01
     capped, _ = _timed(monkeypatch, noisy, dataclasses.replace(rule, max_samples=40, budget_s=60))
     assert capped.samples == 40
+
+
+def test_slow_calls_stop_at_the_budget_after_three(monkeypatch):
+    rule = StopRule(min_samples=5, max_samples=100, precision=0.001, budget_s=10)
+    timing, clock = _timed(monkeypatch, [6.0, 5.0] * 50, rule, warmup=1)  # a 6 s warmup: 10 s fit 2 calls
+    assert timing.samples == 3 and clock.calls == 4
 
 
 @pytest.mark.cuda
@@ -137,49 +151,54 @@ def test_cache_size_comes_from_the_os_and_the_driver(tmp_path, monkeypatch):
     assert timer.cache_bytes.__wrapped__(torch.device("cuda")) == 50 * 2**20
 
 
-def test_a_speedup_within_the_rows_spread_is_flagged():
-    def row(speedup, spread, backend="cpu"):
-        return suites.Result("op", "case", backend, 1.0, 0.02, speedup, 0.0, samples=9, speedup_spread=spread)
-
-    assert row(1.05, 0.10).within_noise  # +5% with 10% spread: not shown to be real
-    assert row(0.95, 0.10).within_noise
-    assert not row(1.30, 0.10).within_noise
-    assert not row(1.0, 0.0, backend="reference").within_noise
-    text = report.render_case([row(1.0, 0.0, "reference"), row(1.05, 0.10), row(1.3, 0.1, "triton")])
-    flagged = [
-        line for line in text.splitlines() if line.rstrip().endswith(report.NOISE_NOTE) or report.NOISE_NOTE in line
-    ]
-    assert len(flagged) == 1 and flagged[0].split()[0] == "cpu"
-    assert "spread" in text and " n " in text
+def _row(backend, speedup, low, high):
+    return suites.Result("op", "case", backend, 1.0, 0.02, speedup, 0.0, samples=9, speedup_low=low, speedup_high=high)
 
 
-def test_results_carry_the_speedups_spread_from_both_rows():
-    found = suites.bench_fusion_sums(
-        "w18_small_v1", (32, 24), 1, suites.Settings(torch.device("cpu"), torch.float32, rule=StopRule.fixed(4))
-    )
+def test_a_speedup_whose_interval_holds_one_is_flagged_within_noise():
+    assert _row("cpu", 1.05, 0.97, 1.12).within_noise  # +5%, but the interval allows -3%
+    assert _row("cpu", 0.95, 0.90, 1.01).within_noise
+    assert not _row("cpu", 1.30, 1.10, 1.45).within_noise
+    assert not _row("cpu", 42.0, 11.0, 90.0).within_noise  # a very noisy but clear speedup
+    assert not _row("reference", 1.0, 0.9, 1.1).within_noise
+    text = report.render_case([_row("reference", 1.0, 0.9, 1.1), _row("cpu", 1.05, 0.97, 1.12), _row("x", 4, 3, 5)])
+    flagged = [line for line in text.splitlines() if report.NOISE_NOTE in line]
+    assert len(flagged) == 1 and flagged[0].split()[0] == "cpu" and "0.97-1.12" in flagged[0]
+    assert "spread" in text and " n " in text and "95% interval" in text
+
+
+def test_results_carry_the_speedups_interval_from_both_medians():
+    settings = suites.Settings(torch.device("cpu"), torch.float32, rule=StopRule.fixed(5))
+    found = suites.bench_fusion_sums("w18_small_v1", (32, 24), 1, settings, backends=FAST_BACKENDS)
     ref = found[0]
-    assert ref.backend == "reference" and ref.speedup_spread == 0.0 and ref.samples == 4
-    for r in found[1:]:
-        assert r.speedup_spread == pytest.approx(r.spread + ref.spread)
+    assert ref.backend == "reference" and ref.samples == 5 and len(found) == len(FAST_BACKENDS)
+    for r in found:
         assert r.speedup == pytest.approx(ref.ms / r.ms)
+        assert r.speedup_low <= r.speedup <= r.speedup_high
+        assert r.max_abs_err < 1e-5  # compared on the same inputs as the reference
 
 
-def test_the_chart_has_a_title_value_labels_and_spread_whiskers():
+def test_the_rotation_restarts_so_each_backend_is_compared_on_the_reference_inputs(monkeypatch):
+    nbytes = 4 * sum(s.elements() for s in fusion_shapes("w18_small_v1", (64, 48), 1))
+    monkeypatch.setattr(timer, "cache_bytes", lambda device: nbytes)  # as large as the inputs: 3 sets
+    settings = suites.Settings(torch.device("cpu"), torch.float32, rule=StopRule.fixed(4))
+    found = suites.bench_fusion_sums("w18_small_v1", (64, 48), 1, settings, backends=FAST_BACKENDS)
+    assert len(found) == len(FAST_BACKENDS) == 2 and all(r.max_abs_err < 1e-5 for r in found)
+
+
+def test_the_chart_has_a_title_value_labels_and_interval_whiskers():
     matplotlib = pytest.importorskip("matplotlib")
     from matplotlib.container import BarContainer
 
-    found = [
-        suites.Result("op", "a", "reference", 2.0, 0.02, 1.0, 0.0, samples=9, speedup_spread=0.0),
-        suites.Result("op", "a", "cpu", 0.5, 0.04, 4.0, 0.0, samples=9, speedup_spread=0.06),
-    ]
+    found = [_row("reference", 1.0, 0.9, 1.1), _row("cpu", 4.0, 3.5, 4.8)]
     fig = report.speedup_figure(found, "cpu: float32, batch 8, channels_last")
     ax = fig.axes[0]
     assert ax.get_title() == "cpu: float32, batch 8, channels_last"
     assert {t.get_text() for t in ax.texts} >= {"1.00", "4.00"}
     bars = [c for c in ax.containers if isinstance(c, BarContainer)]
     assert [b.errorbar is not None for b in bars] == [True, True]
-    (low, high), *_ = [seg for seg in bars[1].errorbar.lines[2][0].get_segments()]
-    assert high[1] - low[1] == pytest.approx(4.0 * 0.06)  # whisker spans the speedup's spread
+    (low, high), *_ = bars[1].errorbar.lines[2][0].get_segments()
+    assert (low[1], high[1]) == pytest.approx((3.5, 4.8))  # the whisker spans the speedup's interval
     matplotlib.pyplot.close(fig)
 
 

@@ -24,7 +24,7 @@ TRAIN_CASES = {
 }
 # When to stop timing a row, per device kind and suite kind (StopRule fields): at least
 # min_samples calls, then until the median's ~95% confidence interval is within +-precision,
-# budget_s seconds are spent, or max_samples calls are timed. Op calls take milliseconds, model
+# budget_s seconds are spent (after at least 3 calls), or max_samples calls are timed. Op calls take milliseconds, model
 # calls up to seconds on a CPU; a GPU's noise is smaller, so it is asked for more precision.
 STOP_RULES = {
     ("cpu", "op"): {"min_samples": 5, "max_samples": 500, "precision": 0.01, "budget_s": 3.0},
@@ -175,7 +175,7 @@ def _plot_title(args: argparse.Namespace, meta: dict) -> str:
     return (
         f"hrnet-fast bench on {meta['device_name']} ({args.device}): {args.dtype}, "
         f"batch {'/'.join(map(str, dict.fromkeys(batches)))}, {layout}\n"
-        "speedup over the reference (median); whiskers: its spread (both rows' interquartile ranges)"
+        "speedup over the reference (medians); whiskers: its ~95% interval"
     )
 
 
@@ -187,8 +187,8 @@ def add_commands(subparsers) -> None:
         description="Side-by-side timings of every available backend against the reference "
         "(and torch.compile of it with --compile): the stage-4 fusion ops at the arch's real shapes, "
         "and a whole model forward. Each row is timed until its median is known to within 1-2%% or "
-        "its time budget is spent (or exactly --iters calls); a speedup within the rows' spread is "
-        "marked 'within noise'. Errors are against the reference's output.",
+        "its time budget is spent (or exactly --iters calls); a speedup whose ~95%% interval holds 1 "
+        "is marked 'within noise'. Errors are against the reference's output.",
     )
     bench.add_argument("--arch", default="w32", type=arguments.arch, help="official arch name (default w32)")
     bench.add_argument("--head", default="pose", type=arguments.head, help="pose, seg, cls, ... (default pose)")

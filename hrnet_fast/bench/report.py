@@ -20,7 +20,7 @@ def table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> str:
 
 
 TIME_COLUMNS = [("spread", "spread", ".0%"), ("samples", "n", "d")]
-SPEEDUP_COLUMNS = [("speedup", "vs reference", ".2f"), ("note", "", "s")]
+SPEEDUP_COLUMNS = [("speedup", "vs reference", ".2f"), ("interval", "95% interval", "s"), ("note", "", "s")]
 OP_COLUMNS = [
     ("backend", "backend", "s"),
     ("ms", "ms", ".3f"),
@@ -50,13 +50,16 @@ TRAIN_COLUMNS = [
 COLUMNS = {"op": OP_COLUMNS, "model": MODEL_COLUMNS, "train": TRAIN_COLUMNS}
 NOISE_NOTE = "within noise"
 LEGEND = (
-    "times are medians of n timed calls; spread: their interquartile range / median; "
-    f"{NOISE_NOTE!r}: the speedup's spread (this row's plus the reference's) is at least its difference from 1"
+    "Times are medians of n timed calls; spread: their interquartile range / median; 95% interval: the\n"
+    "speedup's, from both medians' confidence intervals; 'within noise': that interval holds 1.0, so the\n"
+    "difference from the reference is not shown to be real."
 )
 
 
 def _row(result: Result) -> dict:
-    return result.__dict__ | {"note": NOISE_NOTE if result.within_noise else ""}
+    known = result.speedup_low is not None and result.backend != "reference"
+    interval = f"{result.speedup_low:.2f}-{result.speedup_high:.2f}" if known else ""
+    return result.__dict__ | {"interval": interval, "note": NOISE_NOTE if result.within_noise else ""}
 
 
 def render_case(results: Sequence[Result]) -> str:
@@ -74,8 +77,7 @@ def render(results: Sequence[Result]) -> str:
 
 def speedup_figure(results: Sequence[Result], title: str):
     """A matplotlib figure: every case's speedup over the reference, one bar per backend, labelled
-    with its value, with whiskers spanning the speedup's spread (the two rows' IQRs, see
-    :attr:`Result.speedup_spread`), under ``title``."""
+    with its value, with whiskers spanning the speedup's ~95% interval, under ``title``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,7 +91,10 @@ def speedup_figure(results: Sequence[Result], title: str):
         found = [(i, r) for i, case in enumerate(cases) for r in results if (r.case, r.backend) == (case, backend)]
         xs = [i + (k - (len(backends) - 1) / 2) * width for i, _ in found]
         ys = [r.speedup for _, r in found]
-        whiskers = [r.speedup * (r.speedup_spread or 0.0) / 2 for _, r in found]
+        whiskers = [
+            [r.speedup - (r.speedup_low or r.speedup) for _, r in found],
+            [(r.speedup_high or r.speedup) - r.speedup for _, r in found],
+        ]
         bars = ax.bar(xs, ys, width, yerr=whiskers, capsize=2, label=backend)
         ax.bar_label(bars, labels=[f"{y:.2f}" for y in ys], fontsize=6, padding=2)
     ax.axhline(1.0, color="black", linewidth=0.8)

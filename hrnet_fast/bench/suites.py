@@ -2,10 +2,10 @@
 
 Each result carries its median time and spread (interquartile range / median) over the timed calls
 (as many as :class:`~.timer.StopRule` asks for), the speedup over the reference measured in the
-same run with the speedup's own spread, the largest deviation from the reference's output, and a
-throughput: GB/s (with the share of the device's copy bandwidth, also measured in the run) for ops,
-images/s for models. ``"compile"`` in a backend list means ``torch.compile`` of the reference, the
-strongest plain-PyTorch peer.
+same run with its ~95% interval (from the two medians' intervals), the largest deviation from the
+reference's output, and a throughput: GB/s (with the share of the device's copy bandwidth, also
+measured in the run) for ops, images/s for models. ``"compile"`` in a backend list means
+``torch.compile`` of the reference, the strongest plain-PyTorch peer.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ class Result:
     pct_of_copy: float | None = None
     mem_mb: float | None = None  # training: activation memory of one step (see bench.memory)
     samples: int | None = None  # timed calls
-    speedup_spread: float | None = None  # relative spread of the speedup: this row's plus the reference's
+    speedup_low: float | None = None  # the speedup's ~95% interval, from both medians' intervals
+    speedup_high: float | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -52,10 +53,10 @@ class Result:
 
     @property
     def within_noise(self) -> bool:
-        """The speedup's spread is at least the difference from the reference it reports."""
-        if self.backend == "reference" or self.speedup_spread is None:
+        """The difference from the reference is within the noise: the speedup's interval holds 1."""
+        if self.backend == "reference" or self.speedup_low is None or self.speedup_high is None:
             return False
-        return self.speedup * self.speedup_spread >= abs(self.speedup - 1)
+        return self.speedup_low <= 1 <= self.speedup_high
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,8 @@ def _compare(
                 speedup=ref.median_s / timing.median_s,
                 max_abs_err=max_abs_err(out, ref_out),
                 samples=timing.samples,
-                speedup_spread=0.0 if name == "reference" else timing.spread + ref.spread,
+                speedup_low=ref.low_s / timing.high_s,
+                speedup_high=ref.high_s / timing.low_s,
                 **throughput(timing.median_s),
                 **extra,
             )
@@ -186,6 +188,7 @@ def bench_fusion_sums(
 
     def run(backend: str):
         impl = sum_impl(backend)
+        rotation.restart()  # the output compared with the reference's comes from the same inputs
         return lambda: [impl(b, s, lo, mode, align_corners, True) for b, s, lo in rotation()]
 
     ac = " align_corners" if align_corners else ""
@@ -212,6 +215,7 @@ def bench_seg_concat(
 
     def run(backend: str):
         impl = concat_impl(backend)
+        rotation.restart()
         return lambda: impl(rotation(), "bilinear", align_corners)
 
     case = f"upsample_concat {arch} seg {size[0]}x{size[1]} b{batch} {settings.label}"

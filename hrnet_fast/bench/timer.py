@@ -2,8 +2,8 @@
 
 On CUDA every sample is bracketed by CUDA events and the device is synchronized before the events
 are read, so a sample is device time; on the CPU a sample is ``perf_counter`` wall time. Samples
-are taken in rounds until a :class:`StopRule` is met; a result is their median with the
-interquartile range (IQR) as the spread.
+are taken in rounds until a :class:`StopRule` is met; a result is their median, the interquartile
+range (IQR) as their spread, and the median's confidence interval.
 
 Inputs larger than the last-level cache (the CPU's L3 from the OS, the GPU's L2 from the driver)
 rotate between several copies (:class:`Rotation`), so every call reads from memory, as the copy
@@ -25,17 +25,18 @@ import torch
 
 FALLBACK_CACHE_BYTES = 32 * 2**20  # when the OS does not say: a large CPU L3 slice / GPU L2
 MAX_ROTATION = 8  # input sets in a rotation at most; smaller inputs stay cache-resident
-MEDIAN_CI = 1.57  # median +- 1.57 IQR / sqrt(n): its ~95% confidence interval (McGill, Tukey, Larsen 1978)
+FEWEST_SAMPLES = 3  # a time budget never stops a row before this many calls: a spread needs some
 
 
 @dataclass(frozen=True)
 class StopRule:
     """When to stop timing one case on one backend.
 
-    After a first round of ``min_samples`` timed calls, rounds continue until the first of:
-    the median is known to ``precision`` (the half-width of its ~95% confidence interval,
-    ``1.57 * IQR / sqrt(n)``, relative to the median), ``budget_s`` seconds of timing are spent,
-    or ``max_samples`` calls are timed. :meth:`fixed` times exactly ``n`` calls.
+    After ``min_samples`` timed calls (fewer, but at least 3, when the first calls show that the
+    budget would not allow them), rounds continue until the first of: the median is known to
+    ``precision`` (half the width of its ~95% confidence interval, relative to the median, see
+    :class:`Timing`), ``budget_s`` seconds of timing are spent, or ``max_samples`` calls are timed.
+    :meth:`fixed` times exactly ``n`` calls.
     """
 
     min_samples: int = 5
@@ -50,14 +51,23 @@ class StopRule:
     def done(self, timing: Timing, elapsed_s: float) -> bool:
         if timing.samples >= self.max_samples:
             return True
-        return timing.samples >= self.min_samples and (timing.precision <= self.precision or elapsed_s >= self.budget_s)
+        if elapsed_s >= self.budget_s:
+            return timing.samples >= min(FEWEST_SAMPLES, self.min_samples)
+        return timing.samples >= self.min_samples and timing.precision <= self.precision
 
 
 @dataclass(frozen=True)
 class Timing:
+    """The median of ``samples`` timed calls, their spread, and the median's ~95% confidence interval
+    ``[low_s, high_s]``: the order statistics of ranks floor(n/2 - 0.98 sqrt(n)) and
+    ceil(1 + n/2 + 0.98 sqrt(n)) (1-based, clamped to 1..n; the normal approximation of the
+    binomial), which needs no assumption about the distribution (a busy machine's is skewed)."""
+
     median_s: float
-    spread: float  # interquartile range / median (min-max under 4 samples): the run's own noise
+    spread: float  # interquartile range / median (min-max under 4 samples): the calls' own noise
     samples: int
+    low_s: float
+    high_s: float
 
     @property
     def median_ms(self) -> float:
@@ -65,18 +75,22 @@ class Timing:
 
     @property
     def precision(self) -> float:
-        """Half-width of the median's ~95% confidence interval, relative to the median."""
-        return MEDIAN_CI * self.spread / math.sqrt(self.samples)
+        """Half the width of the median's confidence interval, relative to the median."""
+        return (self.high_s - self.low_s) / (2 * self.median_s) if self.median_s > 0 else 0.0
 
 
 def summarize(samples: list[float]) -> Timing:
-    median = statistics.median(samples)
-    if len(samples) >= 4:
-        q1, _, q3 = statistics.quantiles(samples, n=4)
+    ordered, n = sorted(samples), len(samples)
+    median = statistics.median(ordered)
+    if n >= 4:
+        q1, _, q3 = statistics.quantiles(ordered, n=4)
         width = q3 - q1
     else:
-        width = max(samples) - min(samples)
-    return Timing(median, width / median if median > 0 else 0.0, len(samples))
+        width = ordered[-1] - ordered[0]
+    low_rank = max(1, math.floor(n / 2 - 0.98 * math.sqrt(n)))
+    high_rank = min(n, math.ceil(1 + n / 2 + 0.98 * math.sqrt(n)))
+    spread = width / median if median > 0 else 0.0
+    return Timing(median, spread, n, ordered[low_rank - 1], ordered[high_rank - 1])
 
 
 def _round(fn: Callable[[], object], device: torch.device, n: int) -> list[float]:
@@ -100,24 +114,29 @@ def _round(fn: Callable[[], object], device: torch.device, n: int) -> list[float
 def time_fn(fn: Callable[[], object], device: torch.device, *, warmup: int = 3, rule: StopRule | None = None) -> Timing:
     """Median time of one ``fn()`` call on ``device`` after ``warmup`` calls, timed until ``rule`` says stop.
 
-    Rounds grow by half the samples so far (few synchronizations on CUDA), and no round is planned
-    past the time budget at the median so far.
+    No round is planned past the time budget at the time per call seen so far (the warmup's for the
+    first round); later rounds add half the samples so far (few synchronizations on CUDA).
     """
     rule = rule or StopRule()
+    start = time.perf_counter()
     for _ in range(warmup):
         fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    samples = _round(fn, device, rule.min_samples)
-    timing = summarize(samples)
-    while not rule.done(timing, time.perf_counter() - start):
+    per_call = (time.perf_counter() - start) / warmup if warmup else 0.0
+    start, samples = time.perf_counter(), []
+    want = rule.min_samples
+    while True:
         left_s = rule.budget_s - (time.perf_counter() - start)
-        affordable = math.ceil(left_s / timing.median_s) if timing.median_s > 0 else rule.max_samples
-        n = max(1, min(math.ceil(len(samples) / 2), affordable, rule.max_samples - len(samples)))
+        affordable = want if math.isinf(left_s) or per_call <= 0 else math.ceil(max(left_s, 0.0) / per_call)
+        n = max(1, min(want, affordable, rule.max_samples - len(samples)))
+        if not samples:
+            n = max(n, min(FEWEST_SAMPLES, rule.min_samples))
         samples += _round(fn, device, n)
         timing = summarize(samples)
-    return timing
+        if rule.done(timing, time.perf_counter() - start):
+            return timing
+        per_call, want = timing.median_s, max(1, math.ceil(len(samples) / 2))
 
 
 def _sysfs_last_level_cache(cpu_dir: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int | None:
@@ -184,6 +203,10 @@ class Rotation:
 
     def __init__(self, make_args: Callable[[], tuple], nbytes: int, device: torch.device):
         self.sets = [make_args() for _ in range(rotation_copies(nbytes, cache_bytes(device)))]
+        self._next = 0
+
+    def restart(self) -> None:
+        """Start again from the first set, so each backend's first call sees the same inputs."""
         self._next = 0
 
     def __call__(self) -> tuple:
