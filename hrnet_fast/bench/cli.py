@@ -131,7 +131,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 2
 
     meta = results.environment(args.device, " ".join(["hrnet-fast", *args.argv]))
-    print(f"{meta['device_name']} ({args.device}), torch {meta['torch']}, triton {meta['triton']}, {meta['date']}")
+    triton = meta["triton"] or "not installed"
+    print(f"{meta['device_name']} ({args.device}), torch {meta['torch']}, triton {triton}, {meta['date']}")
     copy_bw = copy_bandwidth(args.device)
     meta["copy_gb_per_s"] = copy_bw / 1e9
     print(f"copy bandwidth (read + write) measured in this run: {copy_bw / 1e9:.1f} GB/s", flush=True)
