@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 
 from hrnet_fast import extras
 from hrnet_fast.cli import COMMAND_MODULES, build_parser, main
+from hrnet_fast.progress import progress_bar
 
 HEAVY = ("torch", "triton")
 
@@ -101,3 +103,30 @@ def test_source_checkout_is_the_folder_with_pyproject(tmp_path, monkeypatch):
 def test_every_subcommand_has_a_command_function():
     subcommands = build_parser()._subparsers._group_actions[0].choices
     assert all(callable(parser.get_default("func")) for parser in subcommands.values())
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bars_draw_on_a_terminal_only(monkeypatch, capsys):
+    with progress_bar(2, "row") as bar:  # pytest's captured stderr is not a terminal
+        bar.update(2)
+        bar.write("table")
+    assert capsys.readouterr() == ("table\n", "")
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with progress_bar(2, "row") as bar:
+        bar.set_description_str("op: upsample_sum [cpu]")
+        bar.update(2)
+    assert "op: upsample_sum [cpu]" in terminal.getvalue() and "2/2" in terminal.getvalue()
+
+
+def test_without_tqdm_the_commands_run_without_a_bar(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # as after a --no-deps install
+    with progress_bar(2, "row") as bar:
+        bar.set_description_str("x")
+        bar.update()
+        bar.write("table")
+    assert capsys.readouterr() == ("table\n", "")

@@ -15,7 +15,9 @@ The rule, kept simple so that any section's snippets are picked up:
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,41 @@ def test_readme_snippet_runs(gpu, code, tmp_path, monkeypatch):
         assert tuple(namespace[name].shape) == claimed, f"README claims {name} has shape {claimed}"
     outputs = [v for v in namespace.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
     assert all(torch.isfinite(t).all() for t in outputs), "a README snippet computed NaN or inf"
+
+
+def _first_run():
+    spec = importlib.util.spec_from_file_location("first_run", README.parent / "benchmarks" / "first_run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_first_run_report_times_the_commands_ci_runs():
+    first_run = _first_run()
+    commands = first_run.readme_commands(README.read_text())
+    ci = subprocess.run(
+        [
+            "bash",
+            "-c",
+            "sed -n '/<!-- test-command -->/,/<!-- \\/test-command -->/p' README.md"
+            " | sed -n '/^```bash$/,/^```$/p' | sed '1d;$d'",
+        ],
+        cwd=README.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert commands["test"] == ci.stdout.strip()  # what .ci/run extracts
+    assert commands["main"].endswith("hrnet-fast bench") and "pip install torch==2.13.0" in commands["main"]
+    lines = [
+        (1.0, "Collecting numpy"),
+        (40.0, "Successfully installed hrnet-fast-0.1.0 numpy-2"),
+        (45.0, "hrnet_fast: compiling ..."),
+        (95.0, "AMD EPYC (cpu), torch 2.13.0+cpu, triton 3.9"),
+    ]
+    assert first_run.parts("main", 150.0, lines) == [
+        ("install", 40.0),
+        ("extension build and imports", 55.0),
+        ("bench", 55.0),
+    ]
+    assert first_run.parts("test", 150.0, lines) == []  # no lint line: no parts rather than wrong ones

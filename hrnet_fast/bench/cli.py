@@ -118,8 +118,7 @@ def _plan(args: argparse.Namespace, backends: list[str], copy_bw: float) -> list
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from ..progress import progress_bar
     from . import report, results, suites
     from .timer import copy_bandwidth
 
@@ -139,7 +138,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     plan = _plan(args, backends, copy_bw)
     found: list[suites.Result] = []
-    with tqdm(total=sum(rows for rows, _ in plan), unit="row", file=sys.stderr, disable=None) as bar:
+    with progress_bar(sum(rows for rows, _ in plan), "row") as bar:
 
         def progress(what: str) -> None:
             bar.set_description_str(what, refresh=False)

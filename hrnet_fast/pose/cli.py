@@ -64,8 +64,7 @@ def _estimator(args: argparse.Namespace):
 
 
 def cmd_pose_eval(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from ..progress import progress_bar
     from .coco import (
         evaluate_keypoints,
         format_stats,
@@ -94,8 +93,7 @@ def cmd_pose_eval(args: argparse.Namespace) -> int:
         print(f"warning: ignored {dropped} boxes whose image id is not in {args.ann}", file=sys.stderr)
 
     skips: list[str] = []
-    # tqdm draws on a terminal only (disable=None), so logs get no bar
-    with tqdm(total=len(boxes), unit="image", file=sys.stderr, disable=True if args.no_progress else None) as bar:
+    with progress_bar(len(boxes), "image", enabled=not args.no_progress) as bar:
 
         def report_skip(image_id: int, why: str) -> None:
             skips.append(why)
