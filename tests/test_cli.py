@@ -56,7 +56,7 @@ def test_import_hrnet_fast_is_light_and_names_load_on_first_use():
         "print(light, type(model).__name__, 'torch' in sys.modules, 'HRNet' in dir(hrnet_fast))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["True", "PoseHRNet", "True", "True"]
+    assert done.stdout.split() == ["True", "HRNet", "True", "True"]
     import hrnet_fast
 
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
@@ -130,3 +130,11 @@ def test_without_tqdm_the_commands_run_without_a_bar(monkeypatch, capsys):
         bar.update()
         bar.write("table")
     assert capsys.readouterr() == ("table\n", "")
+
+
+def test_the_triton_backend_says_how_to_install_triton(monkeypatch):
+    from hrnet_fast.ops.backends import triton as triton_backend
+
+    monkeypatch.setitem(sys.modules, "triton", None)  # as on a CPU-only install without the extra
+    reason = triton_backend._probe()
+    assert "triton does not import" in reason and "[triton]" in reason and "pip install" in reason
