@@ -8,7 +8,7 @@ Adding subcommands: write a module with ``add_commands(subparsers)`` that adds e
 with ``subparsers.add_parser(name, help=...)`` and ``set_defaults(func=command)``, where
 ``command(args) -> int`` returns the exit status, and add the module's name to
 :data:`COMMAND_MODULES`. So that ``hrnet-fast --help`` stays instant, importing the module (and its
-package's ``__init__``, see :mod:`hrnet_fast._lazy`) must not import torch, numpy, PIL or triton:
+package's ``__init__``, see :mod:`hrnet_fast._lazy`) must not import torch or triton (seconds):
 the command functions import what they need, and choices that need the package's tables (archs,
 backends, devices) are ``type=`` functions from :mod:`hrnet_fast.arguments`, which argparse calls
 only on values being parsed. ``tests/test_cli.py`` checks this for every module listed here.

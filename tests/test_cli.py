@@ -138,3 +138,10 @@ def test_the_triton_backend_says_how_to_install_triton(monkeypatch):
     monkeypatch.setitem(sys.modules, "triton", None)  # as on a CPU-only install without the extra
     reason = triton_backend._probe()
     assert "triton does not import" in reason and "[triton]" in reason and "pip install" in reason
+
+
+def test_the_peer_names_in_help_are_the_peers():
+    from hrnet_fast.bench import cli as bench_cli
+    from hrnet_fast.bench.peers import PEERS
+
+    assert list(bench_cli.PEER_NAMES) == list(PEERS)

@@ -33,6 +33,8 @@ STOP_RULES = {
     ("cuda", "model"): {"min_samples": 10, "max_samples": 500, "precision": 0.005, "budget_s": 5.0},
 }
 WARMUP = {("cpu", "op"): 3, ("cpu", "model"): 1, ("cuda", "op"): 3, ("cuda", "model"): 3}
+# The names of hrnet_fast.bench.peers.PEERS, for --help without importing torch (a test keeps them equal).
+PEER_NAMES = ("compile-freeze", "compile-ro-freeze", "compile-ma-freeze", "onnxruntime", "openvino")
 
 
 class _UsageError(Exception):
@@ -46,6 +48,32 @@ def _suites(args: argparse.Namespace) -> list[str]:
 def _batch(args: argparse.Namespace) -> int:
     """The batch of the op and model cases (training cases have their own, :data:`TRAIN_CASES`)."""
     return args.batch or (32 if args.device.type == "cuda" else 8)
+
+
+def _peer(text: str) -> str:
+    """A peer engine of :data:`hrnet_fast.bench.peers.PEERS` (checked when parsed)."""
+    from .peers import PEERS
+
+    if text not in PEERS:
+        raise argparse.ArgumentTypeError(f"unknown peer {text!r}; choose one of {', '.join(PEERS)}")
+    return text
+
+
+def _peers(args: argparse.Namespace) -> list[str]:
+    """The peer engines the model suite times: ``--peers`` (none named: all of the device's), plus
+    the torch.compile ones with ``--compile``."""
+    from .peers import device_peers
+    from .suites import COMPILE
+
+    peers = device_peers(args.device) if args.peers == [] else list(args.peers or [])
+    if args.compile:
+        peers += [p for p in device_peers(args.device) if p.startswith(COMPILE)]
+    return list(dict.fromkeys(peers))
+
+
+def _load() -> float | None:
+    """The machine's 1-minute load average (other work on a shared machine skews CPU timings)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
 def _stop_rule(args: argparse.Namespace, device_kind: str, suite_kind: str):
@@ -91,7 +119,7 @@ def _plan(args: argparse.Namespace, backends: list[str], copy_bw: float) -> list
     op = suites.Settings(device, dtype, args.channels_last, WARMUP[kind, "op"], _stop_rule(args, kind, "op"))
     model = suites.Settings(device, dtype, args.channels_last, WARMUP[kind, "model"], _stop_rule(args, kind, "model"))
     op_backends = [*backends, suites.COMPILE] if args.compile else backends
-    model_backends = [*backends, *suites.model_peers(device, args.compile)]
+    model_backends = [*backends, *suites.model_peers(device, _peers(args))]
     ops = {"backends": op_backends, "copy_bw": copy_bw}
     op_rows = len(dict.fromkeys(["reference", *op_backends]))
 
@@ -105,7 +133,7 @@ def _plan(args: argparse.Namespace, backends: list[str], copy_bw: float) -> list
         ]
     if "model" in suites_run:
         bench = partial(suites.bench_model, args.arch, args.head, args.size, batch, model, backends=model_backends)
-        plan.append((len(dict.fromkeys(["reference", *model_backends])), bench))
+        plan.append((len(dict.fromkeys(["reference", *model_backends])) + 1, bench))  # builds, then timing
     if "train" in suites_run:
         plan += [
             (
@@ -129,6 +157,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"hrnet-fast bench: error: {exc}", file=sys.stderr)
         return 2
 
+    load_before = _load()
     meta = results.environment(args.device, " ".join(["hrnet-fast", *args.argv]))
     triton = meta["triton"] or "not installed"
     print(f"{meta['device_name']} ({args.device}), torch {meta['torch']}, triton {triton}, {meta['date']}")
@@ -150,6 +179,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             bar.write(f"\n{report.render_case(case)}", file=sys.stdout)
             sys.stdout.flush()
     print(f"\n{report.LEGEND}")
+    meta["load"] = [load_before, _load()]
 
     if args.json:
         results.save_json(args.json, found, meta)
@@ -212,7 +242,16 @@ def add_commands(subparsers) -> None:
     bench.add_argument(
         "--compile",
         action="store_true",
-        help="also time torch.compile of the reference (on CUDA also mode=reduce-overhead, with and without freezing)",
+        help="also time torch.compile of the reference (in the model suite: with freezing; on CUDA "
+        "mode=reduce-overhead and max-autotune)",
+    )
+    bench.add_argument(
+        "--peers",
+        nargs="*",
+        type=_peer,
+        metavar="PEER",
+        help="time other inference engines beside optimize() in the model suite: "
+        f"{', '.join(PEER_NAMES)} (no name: all that apply to the device; missing ones are rows that say so)",
     )
     bench.add_argument("--suite", nargs="+", choices=["ops", "model", "train"], default=["ops", "model"])
     bench.add_argument(

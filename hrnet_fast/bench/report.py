@@ -20,7 +20,8 @@ def table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> str:
 
 
 TIME_COLUMNS = [("spread", "spread", ".0%"), ("samples", "n", "d")]
-SPEEDUP_COLUMNS = [("speedup", "vs reference", ".2f"), ("interval", "95% interval", "s"), ("note", "", "s")]
+SPEEDUP_COLUMNS = [("speedup", "vs reference", ".2f"), ("interval", "95% interval", "s")]
+NOTE_COLUMN = ("note", "", "s")  # why a row has no timing, or that its speedup is within noise
 OP_COLUMNS = [
     ("backend", "backend", "s"),
     ("ms", "ms", ".3f"),
@@ -29,6 +30,7 @@ OP_COLUMNS = [
     ("pct_of_copy", "% of copy", ".0f"),
     *SPEEDUP_COLUMNS,
     ("max_abs_err", "max |err|", ".1e"),
+    NOTE_COLUMN,
 ]
 MODEL_COLUMNS = [
     ("backend", "backend", "s"),
@@ -36,7 +38,10 @@ MODEL_COLUMNS = [
     *TIME_COLUMNS,
     ("img_per_s", "img/s", ".1f"),
     *SPEEDUP_COLUMNS,
+    ("vs_best_peer", "vs best peer", ".2f"),
     ("max_abs_err", "max |err|", ".1e"),
+    ("setup_s", "build s", ".1f"),
+    NOTE_COLUMN,
 ]
 TRAIN_COLUMNS = [
     ("backend", "backend", "s"),
@@ -46,6 +51,7 @@ TRAIN_COLUMNS = [
     *SPEEDUP_COLUMNS,
     ("mem_mb", "act. MB", ".0f"),
     ("max_abs_err", "|loss diff|", ".1e"),
+    NOTE_COLUMN,
 ]
 COLUMNS = {"op": OP_COLUMNS, "model": MODEL_COLUMNS, "train": TRAIN_COLUMNS}
 NOISE_NOTE = "within noise"
@@ -59,7 +65,8 @@ LEGEND = (
 def _row(result: Result) -> dict:
     known = result.speedup_low is not None and result.backend != "reference"
     interval = f"{result.speedup_low:.2f}-{result.speedup_high:.2f}" if known else ""
-    return result.__dict__ | {"interval": interval, "note": NOISE_NOTE if result.within_noise else ""}
+    note = result.note or (NOISE_NOTE if result.within_noise else "")
+    return result.__dict__ | {"interval": interval, "note": note}
 
 
 def render_case(results: Sequence[Result]) -> str:
@@ -88,7 +95,12 @@ def speedup_figure(results: Sequence[Result], title: str):
     width = 0.8 / len(backends)
     fig, ax = plt.subplots(figsize=(max(7, 1.8 * len(cases)), 4.5))
     for k, backend in enumerate(backends):
-        found = [(i, r) for i, case in enumerate(cases) for r in results if (r.case, r.backend) == (case, backend)]
+        found = [
+            (i, r)
+            for i, case in enumerate(cases)
+            for r in results
+            if (r.case, r.backend) == (case, backend) and r.speedup is not None
+        ]
         xs = [i + (k - (len(backends) - 1) / 2) * width for i, _ in found]
         ys = [r.speedup for _, r in found]
         whiskers = [

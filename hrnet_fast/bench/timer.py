@@ -18,7 +18,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -213,3 +213,26 @@ class Rotation:
         args = self.sets[self._next]
         self._next = (self._next + 1) % len(self.sets)
         return args
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], device: torch.device, *, warmup: int = 1, rule: StopRule | None = None
+) -> dict[str, Timing]:
+    """Median time of one call of each ``fns[name]``, timed in turn (A, B, C, A, B, C, ...).
+
+    Load that comes and goes on a shared machine then falls on every engine alike, so the ratios
+    between them hold even when the absolute times wander. Rounds continue until ``rule`` is met
+    for every engine, with ``rule.budget_s`` of time per engine. CUDA calls are bracketed by events.
+    """
+    rule = rule or StopRule()
+    together = replace(rule, budget_s=rule.budget_s * len(fns))
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    start, samples = time.perf_counter(), {name: [] for name in fns}
+    while True:
+        for name, fn in fns.items():
+            samples[name] += _round(fn, device, 1)
+        timings = {name: summarize(s) for name, s in samples.items()}
+        if all(together.done(t, time.perf_counter() - start) for t in timings.values()):
+            return timings
