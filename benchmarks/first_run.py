@@ -8,7 +8,8 @@ what ``.ci/run`` runs) with an empty extension cache (``HRNET_FAST_CACHE_DIR``: 
 compiles, as on a first run), and times each with its parts, read from the output's timestamps:
 install, extension build and bench for the main command; install, lint and pytest for the tests.
 The machine's 1-minute load average is sampled every 15 s, since other jobs on a shared machine
-slow every part down. Needs a clean working tree (what is measured is the commit named).
+slow every part down. Needs a clean working tree (what is measured is the commit named). Each run
+adds its rows to the report's table; earlier rows stay (how the times vary with the load).
 """
 
 from __future__ import annotations
@@ -101,6 +102,27 @@ def parts(kind: str, total_s: float, lines: list[tuple[float, str]]) -> list[tup
     return [(name, bounds[k + 1] - bounds[k]) for k, (name, _) in enumerate(PARTS[kind])]
 
 
+def outcome(lines: list[tuple[float, str]]) -> str:
+    """pytest's summary ("650 passed, 284 skipped ...") or, for the bench, how many tables it printed."""
+    summary = [line.strip("= ") for _, line in lines if re.search(r"\d+ passed", line)]
+    if summary:
+        return re.sub(r" in [\d.]+s.*", "", summary[-1])
+    tables = sum(bool(re.match(r"(op|model|train): ", line)) for _, line in lines)
+    return f"{tables} tables"
+
+
+HEADER = """## First run: the README's two commands on a fresh clone
+
+Each row is one command of one run of `python benchmarks/first_run.py`: a fresh clone of the commit
+named, the command exactly as README.md writes it (main: set up and `hrnet-fast bench`; test: set up,
+lint, `pytest -q`), an empty extension cache. Load: the machine's 1-minute load average during the
+command, sampled every 15 s (other jobs share the machine; the times grow with it).
+
+| date | machine | commit | command | time | parts | outcome | load |
+|---|---|---|---|---|---|---|---|
+"""
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
@@ -114,6 +136,8 @@ def main() -> int:
         sys.exit("first_run: commit your changes first: the clone measures HEAD")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     kinds = [args.only] if args.only else ["main", "test"]
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    machine = f"{_cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     rows = []
     with tempfile.TemporaryDirectory(prefix="hrnet-fast-first-run-") as tmp:
         for kind in kinds:
@@ -135,17 +159,13 @@ def main() -> int:
                 print("\n".join(line for _, line in lines[-40:]), file=sys.stderr)
                 sys.exit(f"first_run: the {kind} command failed (exit status {status})")
             split = ", ".join(f"{name} {_minutes(s)}" for name, s in parts(kind, seconds, lines))
-            rows.append(f"| {kind} | `{command}` | {_minutes(seconds)} | {split} | {load.summary()} |")
+            rows.append(
+                f"| {date} | {machine} | {commit.stdout.strip()} | {kind} | {_minutes(seconds)} | {split} | "
+                f"{outcome(lines)} | {load.summary()} |"
+            )
             print(f"first_run: {kind}: {_minutes(seconds)} ({split}), load {load.summary()}", file=sys.stderr)
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    args.out.write_text(
-        f"## First run: the README's two commands on a fresh clone: {_cpu_name()}, {date}\n\n"
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, commit {commit.stdout.strip()}, empty "
-        "extension cache. Load: the 1-minute load average during the command, sampled every 15 s (other "
-        "jobs share the machine; the times grow with it).\n\n"
-        "Command: `python benchmarks/first_run.py`\n\n"
-        "| command | as written in README.md | time | parts | load |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
-    )
+    earlier = args.out.read_text().split("|---|---|---|---|---|---|---|---|\n", 1)[1] if args.out.exists() else ""
+    args.out.write_text(HEADER + earlier + "\n".join(rows) + "\n")
     print(f"first_run: wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -110,3 +110,6 @@ def test_the_first_run_report_times_the_commands_ci_runs():
         ("bench", 55.0),
     ]
     assert first_run.parts("test", 150.0, lines) == []  # no lint line: no parts rather than wrong ones
+    assert first_run.outcome([*lines, (99.0, "op: upsample_sum w32"), (120.0, "model: pose w32")]) == "2 tables"
+    pytest_end = [(0.0, "..."), (9.0, "=== 650 passed, 284 skipped, 11 warnings in 261.20s (0:04:21) ===")]
+    assert first_run.outcome(pytest_end) == "650 passed, 284 skipped, 11 warnings"
