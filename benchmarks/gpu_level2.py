@@ -38,7 +38,7 @@ import hrnet_fast
 from hrnet_fast.bench.report import table
 from hrnet_fast.bench.results import environment, markdown_header
 from hrnet_fast.bench.shapes import branch_sizes, stage_widths
-from hrnet_fast.bench.timer import Rotation, time_fn
+from hrnet_fast.bench.timer import Rotation, StopRule, time_fn
 from hrnet_fast.nn import MultiResolutionFusion
 from hrnet_fast.nn.folded_fusion import folded_forward, use_level2
 from hrnet_fast.testing import randomize_batchnorm_
@@ -176,7 +176,8 @@ def time_case(device: torch.device, case: tuple, compile_on: bool) -> dict:
     with torch.inference_mode():
         for runner, fn in runners.items():
             try:
-                row[f"{runner}_ms"] = time_fn(lambda fn=fn: fn(*rotation()), device, warmup=3, iters=20).median_ms
+                timing = time_fn(lambda fn=fn: fn(*rotation()), device, warmup=3, rule=StopRule.fixed(20))
+                row[f"{runner}_ms"] = timing.median_ms
             except Exception as exc:  # e.g. a compile that fails: report it, time the others
                 row[f"{runner}_ms"] = None
                 row[f"{runner}_error"] = f"{type(exc).__name__}: {exc}"[:300]
