@@ -1,4 +1,6 @@
-"""Module level: one stage-4 HighResolutionModule (branches + fusion) of W32 and W48, per backend."""
+"""Module level: one stage-4 HighResolutionModule (branches + fusion) of W32 and W48, per backend; in
+eval the fused backends (cpp, triton) run its fusion step at level 2 (one fusion_branch call per
+output branch), beside the reference and torch.compile."""
 
 from __future__ import annotations
 

@@ -14,11 +14,17 @@
 #   bash benchmarks/gpu_check.sh train     ~3 min: install, the training benchmark (AMP fp16)
 #   bash benchmarks/gpu_check.sh triton-tests   ~5 min: every cuda-marked Triton test (compiles
 #                                          ~200 kernel variants)
+#   bash benchmarks/gpu_check.sh level2    ~6 min: install, C++ extension build, level 2 on backend
+#                                          cpp (gpu_level2.py: correctness on W32/W48 pose and W48
+#                                          seg steps at batch 1/32/128, every dtype and layout;
+#                                          timings beside triton level 2, eager and torch.compile),
+#                                          the cuda-marked level-2 tests of cpp
 #
 # Run each through the device tool with timeout_s of about 540. Results land in $OUT (the device
 # tool's output folder; /tmp/hrnet_fast_gpu elsewhere). Afterwards, on this machine:
 #   cp <files_at>/gpu-*.json benchmarks/results/; cp <files_at>/cuda/gpu_cuda.md benchmarks/results/;
-#   cp <files_at>/triton/results.md benchmarks/results/gpu_triton.md; python benchmarks/update_results.py
+#   cp <files_at>/triton/results.md benchmarks/results/gpu_triton.md;
+#   cp <files_at>/level2/gpu_level2.md benchmarks/results/; python benchmarks/update_results.py
 # It runs on the H200 image as it is (torch 2.11, triton 3.6, Python 3.12, nvcc 13.0, no network).
 set -uo pipefail
 PART=${1:-kernels}
@@ -61,8 +67,14 @@ step() { echo "== $(date +%T) $*"; }
         step "cuda-marked Triton tests"
         timeout 500 python3 -m pytest -q -m cuda tests/test_triton_*.py
         ;;
+    level2)
+        step "C++ extension build (CUDA kernels), then level 2 on backend cpp: correctness, timings"
+        timeout 330 python3 benchmarks/gpu_level2.py "$OUT/level2" --budget-s 240
+        step "cuda-marked level-2 tests of backend cpp"
+        timeout 120 python3 -m pytest -q -m cuda tests/test_fusion_branch.py tests/test_fusion_level2.py -k cpp
+        ;;
     *)
-        echo "unknown part $PART: kernels, models, train or triton-tests" >&2
+        echo "unknown part $PART: kernels, models, train, triton-tests or level2" >&2
         exit 2
         ;;
     esac

@@ -93,10 +93,10 @@ class Checks:
         if not ok:
             print(f"  FAIL {name}: {detail}")
 
-    def compare(self, name: str, got, ref, exact) -> None:
-        """The tests' rule (hrnet_fast.testing.judge)."""
+    def compare(self, name: str, got, ref, exact, **options) -> None:
+        """The tests' rule (hrnet_fast.testing.judge, with its ``options``)."""
         try:
-            verdict = judge(got, ref, exact)
+            verdict = judge(got, ref, exact, **options)
             self.record(name, verdict.ok, str(verdict))
         except Exception as exc:
             self.record(name, False, f"{type(exc).__name__}: {exc}")

@@ -37,7 +37,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 try:
     import triton
@@ -49,7 +48,7 @@ try:
     from hrnet_fast.bench.timer import copy_bandwidth
     from hrnet_fast.nn import MultiResolutionFusion
     from hrnet_fast.ops import upsample_sum, upsample_sum_reference
-    from hrnet_fast.testing import judge
+    from hrnet_fast.testing import judge, randomize_batchnorm_
 except ImportError as exc:
     sys.exit(f"gpu_triton: {exc}; install the checkout first: pip install --no-deps --no-build-isolation -e .")
 
@@ -108,14 +107,7 @@ def judge_error(got, ref_same, ref64) -> tuple[float, bool]:
 
 
 def fusion_module(width: int, mode: str) -> MultiResolutionFusion:
-    fuse = MultiResolutionFusion([width * 2**k for k in range(4)], upsample=mode)
-    with torch.no_grad():
-        for m in fuse.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 2)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
+    fuse = randomize_batchnorm_(MultiResolutionFusion([width * 2**k for k in range(4)], upsample=mode))
     return fuse.to(DEVICE).eval()
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 TOLERANCE = {torch.float32: 2e-6, torch.float64: 1e-12}
 
@@ -75,3 +75,16 @@ def assert_matches(got: Tensor, ref: Tensor, exact: Tensor, what: str = "", **op
     """Assert :func:`judge` (same options); the message says what, the error and the bound."""
     verdict = judge(got, ref, exact, **options)
     assert verdict.ok, f"{what}: {verdict}" if what else str(verdict)
+
+
+def randomize_batchnorm_(module: nn.Module) -> nn.Module:
+    """Give every BatchNorm2d below ``module`` non-trivial statistics and affine parameters (in place),
+    so folding them is exercised and every path carries a signal of its own; returns ``module``."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+    return module

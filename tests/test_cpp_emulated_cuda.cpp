@@ -1,15 +1,21 @@
-// Test-only library: the CUDA kernels of csrc/cuda/upsample_sum_kernel.cuh compiled for the host and
-// run thread by thread (every block, every thread of each launch, in a loop), behind the same op
-// frontend as the real backends, as the CPU kernels of the ops hrnet_fast_emulated_cuda::<op>_cpp
-// (defined from Python with the registry's schemas, like the cpp backend's). The
-// tests run it like the cpu and cuda backends, so the CUDA indexing, vectorization choices and tails
-// are checked on machines without a GPU. A launch here takes at most 4096 elements, so tests with a
-// few samples of a few thousand elements run the batch split of large tensors.
+// Test-only library: the CUDA kernels of csrc/cuda/upsample_sum_kernel.cuh and
+// csrc/cuda/fusion_branch_kernel.cuh compiled for the host and run thread by thread (every block,
+// every thread of each launch, in a loop; the tiled fusion_branch kernel phase by phase through the
+// host CTA of csrc/cuda/cta.cuh, which emulates ldmatrix and mma.sync), behind the same op frontends
+// as the real backends, as the CPU kernels of the ops hrnet_fast_emulated_cuda::<op>_cpp (defined
+// from Python with the registry's schemas, like the cpp backend's). The tests run it like the real
+// backends, so the CUDA indexing, fragment layouts, masks and tails are checked on machines without a
+// GPU. A launch here takes at most 4096 elements (fusion_branch: pixels), so tests with a few samples
+// of a few thousand run the batch split of large tensors.
 #define HRNET_FAST_MAX_LAUNCH_ELEMENTS 4096
 
 #include <torch/library.h>
 
+#include <cstring>
+
+#include "cuda/fusion_branch_kernel.cuh"
 #include "cuda/upsample_sum_kernel.cuh"
+#include "fusion_branch_op.h"
 #include "op_frontend.h"
 
 namespace {
@@ -46,6 +52,39 @@ void adjoint(const AdjointProblem& p) {
 
 const Kernels kEmulated{"emulated cuda", /*supports_float64=*/false, sum, mask, adjoint};
 
+// Runs each CTA of a launch on the host; shared memory and registers start as 0xff bytes (NaN in
+// every float format) so that reading what the kernel did not write shows.
+struct HostCtaExecutor {
+  template <class Body>
+  int launch(uint32_t grid_x, uint32_t grid_y, const Body& body) {
+    using State = typename Body::State;
+    cuda::HostCta<State, cuda::branch::kThreads, Body::kSmemBytes> cta;
+    for (uint32_t by = 0; by < grid_y; ++by) {
+      for (uint32_t bx = 0; bx < grid_x; ++bx) {
+        cta.start(bx, by);
+        std::memset(cta.smem(), 0xff, Body::kSmemBytes);
+        cta.threads([](uint32_t, State& st) { std::memset(static_cast<void*>(&st), 0xff, sizeof st); });
+        body(cta);
+      }
+    }
+    return 0;
+  }
+};
+
+void branch(const FusionBranchProblem& p) {
+  HostCtaExecutor exec;
+  check(cuda::branch::run_fusion_branch(p, exec));
+}
+
+const BranchKernel kEmulatedBranch{"emulated cuda", /*supports_float64=*/false, branch};
+
+at::Tensor fusion_branch_emulated(const at::Tensor& base, at::TensorList down, at::TensorList down_weight,
+                                  at::TensorList low, at::TensorList low_weight, const at::Tensor& bias,
+                                  std::string_view mode, bool align_corners, bool relu) {
+  return fusion_branch(kEmulatedBranch, base, down, down_weight, low, low_weight, bias, mode, align_corners,
+                       relu);
+}
+
 at::Tensor upsample_sum_emulated(const at::Tensor& base, at::TensorList same, at::TensorList low,
                                  std::string_view mode, bool align_corners, bool relu) {
   return upsample_sum(kEmulated, base, same, low, mode, align_corners, relu);
@@ -74,4 +113,5 @@ TORCH_LIBRARY_IMPL(hrnet_fast_emulated_cuda, CPU, m) {
   m.impl("upsample_sum_backward_cpp", &upsample_sum_backward_emulated);
   m.impl("upsample_concat_cpp", &upsample_concat_emulated);
   m.impl("upsample_concat_backward_cpp", &upsample_concat_backward_emulated);
+  m.impl("fusion_branch_cpp", &fusion_branch_emulated);
 }

@@ -9,29 +9,21 @@ fp32/fp64 to rounding; fp16/bf16 at most twice as far from float64 as the refere
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from emulated_cuda import emulated_library
 
 import hrnet_fast
-from hrnet_fast import _ext
 from hrnet_fast.ops import registry, upsample_concat, upsample_sum
 from hrnet_fast.ops import upsample_concat_op as concat_mod
 from hrnet_fast.ops import upsample_sum_op as sum_mod
 from hrnet_fast.testing import assert_matches
 
-EMULATED = "hrnet_fast_emulated_cuda"
-
 
 @pytest.fixture(scope="session")
 def emulated_ops():
     """The emulated CUDA kernels as the CPU kernels of the ops hrnet_fast_emulated_cuda::<op>_cpp."""
-    source = Path(__file__).resolve().parent / "test_cpp_emulated_cuda.cpp"
-    _ext.build_and_load(EMULATED, [source, _ext.SOURCE_DIR / "op_frontend.cpp"], with_cuda=False)
-    library = registry.OpLibrary(EMULATED, "cpp")
-    library.define_compiled(("cpu",))
-    return library
+    return emulated_library()
 
 
 GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)

@@ -20,32 +20,12 @@
 #include "../resample_index.h"
 #include "../resample_problem.h"
 #include "../scalar_types.h"
+#include "launch_common.cuh"
 
 namespace hrnet_fast::cuda {
 
 constexpr uint32_t kBlock = 256;  // threads per block
 constexpr uint32_t kUnroll = 4;   // vectors per thread
-// Elements per launch, at most; the emulation tests lower it to exercise the batch split.
-#ifndef HRNET_FAST_MAX_LAUNCH_ELEMENTS
-#define HRNET_FAST_MAX_LAUNCH_ELEMENTS ((int64_t{1} << 31) - 1)
-#endif
-constexpr int64_t kMaxLaunchElements = HRNET_FAST_MAX_LAUNCH_ELEMENTS;
-
-// Launcher results besides the executor's own error codes (cudaError_t values are >= 0).
-constexpr int kSampleTooLarge = -1;    // one sample has more elements than a launch takes
-constexpr int kUnsupportedDType = -2;  // float64: not built for the GPU
-
-// What a launcher error code means; nullptr for the executor's codes.
-inline const char* launcher_error_message(int code) {
-  switch (code) {
-    case kSampleTooLarge:
-      return "one sample has 2^31 elements or more; the CUDA kernels index a sample with 32 bits";
-    case kUnsupportedDType:
-      return "float64 is not built for the GPU";
-    default:
-      return nullptr;
-  }
-}
 
 // n / d and n % d for a fixed divisor, n < 2^31, by multiply-high and shift.
 struct FastDivmod {
@@ -68,37 +48,6 @@ struct FastDivmod {
   }
   HRNET_HD uint32_t mod(uint32_t n, uint32_t quotient) const { return n - quotient * divisor; }
 };
-
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
-
-template <typename T, int V>
-HRNET_HD Pack<T, V> load(const T* p) {
-#if defined(__CUDA_ARCH__)
-  if constexpr (sizeof(Pack<T, V>) == 16) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(p);
-    Pack<T, V> r;
-    memcpy(&r, &raw, 16);
-    return r;
-  }
-#endif
-  return *reinterpret_cast<const Pack<T, V>*>(p);
-}
-
-template <typename T, int V>
-HRNET_HD void store(T* p, const Pack<T, V>& value) {
-#if defined(__CUDA_ARCH__)
-  if constexpr (sizeof(Pack<T, V>) == 16) {
-    uint4 raw;
-    memcpy(&raw, &value, 16);
-    *reinterpret_cast<uint4*>(p) = raw;
-    return;
-  }
-#endif
-  *reinterpret_cast<Pack<T, V>*>(p) = value;
-}
 
 template <typename T>
 HRNET_HD const T* at(const MapRef& m, int64_t offset) {
@@ -327,8 +276,10 @@ struct AdjointBody {
 #pragma unroll
     for (int j = 0; j < V; ++j) acc[j] = 0.f;
     const Range ry = adjoint_range(ay, q.y), rx = adjoint_range(ax, q.x);
+#pragma unroll 1
     for (int32_t dy = ry.begin; dy < ry.end; ++dy) {
       const float wy = adjoint_weight(taps(ay, dy), q.y);
+#pragma unroll 1
       for (int32_t dx = rx.begin; dx < rx.end; ++dx) {
         const float weight = wy * adjoint_weight(taps(ax, dx), q.x);
         const Pack<T, V> g = load<T, V>(at<T>(p.grad, offset<true>(p.grad, q.n, q.c, dy, dx)));
@@ -367,36 +318,14 @@ struct AdjointBody {
 
 // ---- launchers: split into launches of < 2^31 elements, choose V, run each launch on `exec` ----
 
-template <typename T>
-constexpr int kVector = static_cast<int>(16 / sizeof(T));
-
-inline bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
-
 // Map m can be read or written as v-value vectors along the layout's vector axis.
 inline bool vectorizable(const MapRef& m, bool channels_last, int v) {
   if (!aligned16(m.data) || m.sample_stride % v != 0) return false;
   return !channels_last || m.pixel_stride % v == 0;
 }
 
-inline MapRef advance(MapRef m, int64_t samples, int64_t elem_size) {
-  m.data = static_cast<const char*>(m.data) + samples * m.sample_stride * elem_size;
-  return m;
-}
-
 inline uint32_t blocks_for(uint32_t vectors) {
   return static_cast<uint32_t>((int64_t{vectors} + kBlock * kUnroll - 1) / (kBlock * kUnroll));
-}
-
-// Calls launch(n0, count) for consecutive batch chunks of at most 2^31 - 1 elements of
-// `per_sample` each (0 < per_sample <= 2^31 - 1); stops at the first error.
-template <typename F>
-int for_each_chunk(int32_t n, int64_t per_sample, F launch) {
-  const int64_t step = kMaxLaunchElements / per_sample;
-  for (int64_t n0 = 0; n0 < n; n0 += step) {
-    const int err = launch(n0, static_cast<int32_t>(n0 + step < n ? step : n - n0));
-    if (err != 0) return err;
-  }
-  return 0;
 }
 
 template <typename T, bool kChannelsLast, bool kBilinear, int V, class Exec>
@@ -499,21 +428,6 @@ int run_adjoint_typed(const AdjointProblem& p, Exec& exec) {
 }
 
 // Entry points over the storage type (fp32, fp16, bf16; fp64 is not built for the GPU).
-template <typename F>
-int dispatch_gpu_dtype(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::kFloat32:
-      return f(float{});
-    case DType::kFloat16:
-      return f(Half{});
-    case DType::kBFloat16:
-      return f(BFloat16{});
-    case DType::kFloat64:
-      break;
-  }
-  return kUnsupportedDType;
-}
-
 template <class Exec>
 int run_sum(const SumProblem& p, Exec& exec) {
   return dispatch_gpu_dtype(p.dtype, [&](auto tag) { return run_sum_typed<decltype(tag)>(p, exec); });

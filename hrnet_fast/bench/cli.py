@@ -130,6 +130,7 @@ def _plan(args: argparse.Namespace, backends: list[str], copy_bw: float) -> list
             (op_rows, partial(suites.bench_fusion_sums, args.arch, args.size, batch, op, mode="nearest", **ops)),
             (op_rows, partial(suites.bench_fusion_sums, args.arch, args.size, batch, op, mode="bilinear", **ops)),
             (op_rows, partial(suites.bench_seg_concat, args.arch, args.size, batch, op, **ops)),
+            (op_rows, partial(suites.bench_fusion_step, args.arch, args.size, batch, op, **ops)),
         ]
     if "model" in suites_run:
         bench = partial(suites.bench_model, args.arch, args.head, args.size, batch, model, backends=model_backends)

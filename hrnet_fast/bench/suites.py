@@ -20,11 +20,11 @@ import torch
 from torch import Tensor
 
 from ..models import HRNet, optimize
-from ..nn import CudaGraphCache
+from ..nn import CudaGraphCache, MultiResolutionFusion
 from ..ops import available_backends, upsample_concat, upsample_concat_reference, upsample_sum, upsample_sum_reference
 from .memory import step_memory_bytes
 from .peers import PEERS, PeerUnavailable
-from .shapes import SumShapes, concat_elements, concat_shapes, fusion_shapes
+from .shapes import SumShapes, branch_sizes, concat_elements, concat_shapes, fusion_shapes, stage_widths
 from .timer import Rotation, StopRule, Timing, time_fn, time_interleaved
 
 COMPILE = "compile"  # torch.compile(reference) as a pseudo-backend
@@ -198,6 +198,38 @@ def bench_fusion_sums(
 
     ac = " align_corners" if align_corners else ""
     case = f"upsample_sum {arch} stage4 {size[0]}x{size[1]} b{batch} {mode}{ac} {settings.label}"
+    names = backends or default_backends(settings.device)
+    return _compare("op", case, names, run, settings, progress, _op_throughput(nbytes, copy_bw))
+
+
+def bench_fusion_step(
+    arch: str,
+    size: tuple[int, int],
+    batch: int,
+    settings: Settings,
+    *,
+    mode: str = "nearest",
+    backends: Sequence[str] | None = None,
+    copy_bw: float | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Result]:
+    """The whole stage-4 fusion step (MultiResolutionFusion in eval, every output branch): level 2 (BN
+    folded, one fused ``fusion_branch`` call per branch) on backends with that kernel, level 1 on
+    the others; GB/s counts each branch read once and each output written once."""
+    widths = stage_widths(arch, 4)
+    shapes = [(batch, c, *hw) for c, hw in zip(widths, branch_sizes(*size, len(widths)), strict=True)]
+    nbytes = 2 * sum(b * c * h * w for b, c, h, w in shapes) * settings.dtype.itemsize
+    rotation = Rotation(lambda: [settings.tensor(s) for s in shapes], nbytes, settings.device)
+    fusion = MultiResolutionFusion(widths, upsample=mode).to(settings.device, settings.dtype).eval()
+
+    def run(backend: str):
+        module = copy.deepcopy(fusion)
+        module.backend = "reference" if backend == COMPILE else backend
+        fn = torch.compile(module, dynamic=False) if backend == COMPILE else module
+        rotation.restart()
+        return lambda: fn(rotation())
+
+    case = f"fusion step {arch} stage4 {size[0]}x{size[1]} b{batch} {mode} {settings.label}"
     names = backends or default_backends(settings.device)
     return _compare("op", case, names, run, settings, progress, _op_throughput(nbytes, copy_bw))
 

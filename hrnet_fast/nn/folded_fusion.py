@@ -124,17 +124,25 @@ def _level1_reason(fusion: nn.ModuleList, xs, backend: str) -> str | None:
     return None
 
 
+def _chain_start(fusion: nn.ModuleList, i: int, j: int, steps, x: Tensor) -> Tensor:
+    """The earlier steps of the downsample chain j -> i (each conv + bias + ReLU): the module's own
+    FoldedConv where :func:`hrnet_fast.optimize` folded it (one fused library call, its weights
+    prepacked on a CPU), else a conv with the cached folded weights."""
+    for k, (w, b) in enumerate(steps):
+        step = fusion[i][j][k][0]
+        if isinstance(step, FoldedConv) and step.weight.dtype == x.dtype:
+            x = step(x)
+        else:
+            x = F.relu(F.conv2d(x, w, b, stride=2, padding=1))
+    return x
+
+
 def folded_forward(fusion: nn.ModuleList, xs, backend: str) -> list[Tensor]:
     """The fusion step with folded BN, one fused ``fusion_branch`` launch per output branch."""
     n = len(xs)
     outs = []
     for i, folded in enumerate(folded_branches(fusion, xs[0].dtype, xs[0].device)):
-        down = []
-        for j, steps in enumerate(folded.down_steps):
-            t = xs[j]
-            for w, b in steps:
-                t = F.relu(F.conv2d(t, w, b, stride=2, padding=1))
-            down.append(t)
+        down = [_chain_start(fusion, i, j, steps, xs[j]) for j, steps in enumerate(folded.down_steps)]
         outs.append(
             fusion_branch(
                 xs[i],

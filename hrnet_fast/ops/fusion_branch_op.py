@@ -16,8 +16,9 @@ have base's dtype and device; weights in any layout, fastest with (k, k, C_in, C
 memory format.
 
 Inference only: the op has no gradient (its autograd formula raises); training runs level 1
-(``upsample_sum``). Kernels: ``kernels/fusion_branch.py`` (Triton). Tests:
-``tests/test_triton_fusion_branch.py``, ``tests/test_triton_fusion.py`` (through the model).
+(``upsample_sum``). Kernels: ``kernels/fusion_branch.py`` (Triton); ``csrc/cpu/fusion_branch_kernel.cpp``
+and ``csrc/cuda/fusion_branch_kernel.cuh`` (C++, behind ``csrc/fusion_branch_op.cpp``). Tests:
+``tests/test_fusion_branch.py``, ``tests/test_fusion_level2.py`` (through the model).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""MultiResolutionFusion and HRNet on the triton backend: level 2 in inference (BN folded, against
-the eval-mode reference with BN), level 1 in training, fresh folded weights, torch.compile."""
+"""MultiResolutionFusion and HRNet on every backend with a fused ``fusion_branch`` kernel (triton, cpp):
+level 2 in inference (BN folded, against the eval-mode reference with BN), level 1 in training,
+fresh folded weights, torch.compile."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import pytest
 import torch
 from torch import nn
 from triton_helpers import (
-    DEVICES,
+    TRITON_UNAVAILABLE,
     exact_fp32,  # noqa: F401  (an autouse fixture)
 )
 
 from hrnet_fast import HRNet
+from hrnet_fast.kernels import interpreted
 from hrnet_fast.nn import MultiResolutionFusion, folded_fusion
+from hrnet_fast.ops.registry import unsupported_reason
 from hrnet_fast.testing import assert_matches
 
 CHANNELS = (16, 24, 40, 64)
@@ -39,8 +42,24 @@ def _randomize_bn(module: nn.Module) -> nn.Module:
     return module
 
 
-def _fusion(device, mode="nearest", ac=False, num_outputs=None) -> MultiResolutionFusion:
-    fuse = MultiResolutionFusion(CHANNELS, num_outputs, upsample=mode, align_corners=ac, backend="triton")
+# (backend, device): each fused backend on the CPU (triton under the interpreter) and on CUDA
+BACKENDS = [
+    pytest.param(
+        "triton",
+        "cpu",
+        marks=pytest.mark.skipif(
+            TRITON_UNAVAILABLE is not None or not interpreted(), reason="Triton runs on the CPU only when interpreted"
+        ),
+        id="triton-cpu",
+    ),
+    pytest.param("triton", "cuda", marks=pytest.mark.cuda, id="triton-cuda"),
+    pytest.param("cpp", "cpu", id="cpp-cpu"),
+    pytest.param("cpp", "cuda", marks=pytest.mark.cuda, id="cpp-cuda"),
+]
+
+
+def _fusion(backend, device, mode="nearest", ac=False, num_outputs=None) -> MultiResolutionFusion:
+    fuse = MultiResolutionFusion(CHANNELS, num_outputs, upsample=mode, align_corners=ac, backend=backend)
     return _randomize_bn(fuse).to(device).eval()
 
 
@@ -73,38 +92,38 @@ def level2_calls(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
 @pytest.mark.parametrize(("dtype", "channels_last"), FLAVOURS, ids=["f32", "f16-cl", "bf16", "f32-cl"])
 @pytest.mark.parametrize(("mode", "ac"), MODES)
 def test_inference_runs_level2_and_matches_the_eval_reference_with_bn(
-    mode, ac, dtype, channels_last, device, level2_calls
+    mode, ac, dtype, channels_last, backend, device, level2_calls
 ):
-    fuse = _fusion(device, mode, ac).to(dtype)
+    fuse = _fusion(backend, device, mode, ac).to(dtype)
     xs = _branches(device, dtype, channels_last)
     with torch.no_grad():
         outs = fuse(xs)
         refs = _reference(fuse, dtype)(xs)
         refs64 = _reference(fuse, torch.float64)([x.double() for x in xs])
-    assert level2_calls == ["triton"] * 4
+    assert level2_calls == [backend] * 4
     for i, (out, ref, ref64) in enumerate(zip(outs, refs, refs64, strict=True)):
         assert out.stride() == xs[i].stride()
         assert_matches(out, ref, ref64, f"branch {i}", tol=1e-5)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_single_output_module_and_inference_mode(device, level2_calls):
-    fuse = _fusion(device, num_outputs=1)
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
+def test_single_output_module_and_inference_mode(backend, device, level2_calls):
+    fuse = _fusion(backend, device, num_outputs=1)
     xs = _branches(device, n=1, h=9, w=15)
     with torch.inference_mode():
         (out,) = fuse(xs)
         (ref,) = _reference(fuse, torch.float32)(xs)
-    assert level2_calls == ["triton"]
+    assert level2_calls == [backend]
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_folded_weights_follow_load_state_dict_in_place_updates_and_dtype(device):
-    fuse = _fusion(device)
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
+def test_folded_weights_follow_load_state_dict_in_place_updates_and_dtype(backend, device):
+    fuse = _fusion(backend, device)
     xs = _branches(device)
     with torch.no_grad():
         fuse(xs)  # folds and caches
@@ -122,9 +141,9 @@ def test_folded_weights_follow_load_state_dict_in_place_updates_and_dtype(device
             assert_matches(out, ref, ref64, "after .to(float16)")
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_training_runs_level1_with_gradients_matching_the_reference(device, level2_calls):
-    fuse = _fusion(device, "bilinear").train()
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
+def test_training_runs_level1_with_gradients_matching_the_reference(backend, device, level2_calls):
+    fuse = _fusion(backend, device, "bilinear").train()
     ref = _reference(fuse, torch.float32)
     xs = [x.requires_grad_() for x in _branches(device, channels_last=True)]
     outs, refs = fuse(xs), ref(xs)
@@ -140,22 +159,24 @@ def test_training_runs_level1_with_gradients_matching_the_reference(device, leve
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_level1_when_level2_does_not_apply_says_why(device, caplog, level2_calls):
-    fuse = _fusion(device)
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
+def test_level1_when_level2_does_not_apply_says_why(backend, device, caplog, level2_calls):
+    fuse = _fusion(backend, device)
     xs = _branches(device)
+    fp64_reason = unsupported_reason("fusion_branch", backend, xs[0].double())  # None: cpp on the CPU
     with caplog.at_level("DEBUG", logger="hrnet_fast.nn.folded_fusion"):
         fuse(xs)  # eval, but parameters need gradients
         with torch.no_grad():
             fuse.double()([x.double() for x in xs])
-    assert level2_calls == []
-    assert "gradients are needed" in caplog.text and "not torch.float64" in caplog.text
+    assert level2_calls == ([] if fp64_reason else [backend] * 4)
+    assert "gradients are needed" in caplog.text
+    assert fp64_reason is None or fp64_reason in caplog.text
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
 @pytest.mark.parametrize("training", [False, True], ids=["eval-level2", "train-level1"])
-def test_compiles_with_no_graph_break(training, device):
-    fuse = _fusion(device, "bilinear").train(training)
+def test_compiles_with_no_graph_break(training, backend, device):
+    fuse = _fusion(backend, device, "bilinear").train(training)
     xs = _branches(device, n=1, h=9, w=7)
     compiled = torch.compile(fuse, fullgraph=True, backend="aot_eager")
     with torch.set_grad_enabled(training):
@@ -167,12 +188,12 @@ def test_compiles_with_no_graph_break(training, device):
         assert all(p.grad is not None for p in fuse.parameters())
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_hrnet_w32_pose_on_triton_matches_the_reference_model(device):
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
+def test_hrnet_w32_pose_matches_the_reference_model(backend, device):
     torch.manual_seed(0)
     model = _randomize_bn(HRNet("w32", head="pose")).to(device).eval()
     ref = copy.deepcopy(model)
-    model.backend, ref.backend = "triton", "reference"
+    model.backend, ref.backend = backend, "reference"
     x = torch.randn(1, 3, 64, 48, device=device)
     with torch.no_grad():
         out, want = model(x), ref(x)

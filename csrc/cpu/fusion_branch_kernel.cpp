@@ -1,0 +1,291 @@
+// fusion_branch on the CPU (see fusion_branch_problem.h for the math), every path in one pass.
+//
+// Work is split into tasks of one band of output rows of one sample (at::parallel_for, OpenMP). A task
+// accumulates its band into an fp32 (fp64 for double) tile of pixels x channels that stays in cache:
+//   1. the stride-2 3x3 convs as an implicit GEMM: per block of kTileP output pixels, one segment per
+//      path and tap whose rows are the input pixels under that tap (zero rows for the padding), all
+//      multiplied into one register tile (tile_gemm.h);
+//   2. each 1x1 projection at the low resolution, for the low rows this band reads only (a GEMM per
+//      band), then interpolated and added to the tile (the index math of F.interpolate);
+//   3. the epilogue: + bias + base, ReLU, one rounding, written in the output's layout.
+// No projected or convolved intermediate leaves the task. GEMM rows are read in place from
+// channels_last maps whose storage type the micro-kernels take; otherwise the band's input rows
+// are first staged channels-last (NCHW maps transposed, fp16 widened to fp32).
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+#include "../fusion_branch_op.h"
+#include "../resample_index.h"
+#include "tile_gemm.h"
+
+namespace hrnet_fast::cpu {
+namespace {
+
+constexpr int64_t kBandBytes = 256 << 10;  // accumulator tile of one task, at most (unless one row is more)
+constexpr int kTasksPerThread = 4;
+
+// Rows [row0, row0 + count) of one sample of a map, channels last in the operand type: GEMM rows are
+// pixel(y, x), cin values each (zeros outside the map). A view of the map itself when it already is
+// so (kDirect), else a converted (and, for NCHW, transposed) copy.
+template <typename T, bool kDirect>
+class StagedRows {
+ public:
+  using R = operand_t<T>;
+
+  StagedRows(const MapRef& m, int64_t n, int32_t row0, int32_t count, int32_t cin, std::vector<R>& buffer,
+             const R* zeros)
+      : row0_(std::max(row0, 0)), row1_(std::min(row0 + count, m.h)), w_(m.w), zeros_(zeros) {
+    const int64_t rows = std::max(row1_ - row0_, 0);
+    const T* x = static_cast<const T*>(m.data) + n * m.sample_stride + int64_t{row0_} * m.w * m.pixel_stride;
+    if constexpr (kDirect) {
+      data_ = reinterpret_cast<const R*>(x);
+      pixel_ = m.pixel_stride;
+      return;
+    }
+    pixel_ = cin;
+    buffer.resize(rows * w_ * cin);
+    const int64_t pixels = rows * w_;
+    if (m.channel_stride == 1) {
+      for (int64_t q = 0; q < pixels; ++q) {
+        for (int32_t ci = 0; ci < cin; ++ci) buffer[q * cin + ci] = to_operand<R>(x[q * m.pixel_stride + ci]);
+      }
+    } else {  // NCHW: transposed in blocks of pixels whose channels stay in L1
+      constexpr int64_t kBlock = 32;
+      for (int64_t q0 = 0; q0 < pixels; q0 += kBlock) {
+        const int64_t q1 = std::min(q0 + kBlock, pixels);
+        for (int32_t ci = 0; ci < cin; ++ci) {
+          const T* plane = x + ci * m.channel_stride;
+          for (int64_t q = q0; q < q1; ++q) buffer[q * cin + ci] = to_operand<R>(plane[q]);
+        }
+      }
+    }
+    data_ = buffer.data();
+  }
+
+  const R* pixel(int64_t y, int64_t x) const {
+    if (y < row0_ || y >= row1_ || x < 0 || x >= w_) return zeros_;
+    return data_ + ((y - row0_) * w_ + x) * pixel_;
+  }
+
+ private:
+  int32_t row0_, row1_;
+  int64_t w_, pixel_ = 0;
+  const R* data_ = nullptr;
+  const R* zeros_;
+};
+
+int64_t pixel_offset(const MapRef& m, int64_t n, int64_t y, int64_t x) {
+  return n * m.sample_stride + (y * m.w + x) * m.pixel_stride;
+}
+
+// The whole problem, prepared once per call and shared read-only by the tasks.
+template <typename T>
+struct Branch {
+  using A = acc_t<T>;
+  using R = operand_t<T>;
+  const FusionBranchProblem& p;
+  int64_t cp;  // channels of the accumulator tiles: c rounded up to kTileC
+  std::vector<A> bias;
+  std::vector<R> zeros;
+  std::vector<WeightPanel<T>> down_w, low_w;
+  std::vector<Axis<A>> low_y;
+  std::vector<std::vector<Taps<A>>> low_x;  // per low path, the taps of every output column
+
+  explicit Branch(const FusionBranchProblem& problem) : p(problem), cp(round_up(problem.c, kTileC<A>)) {
+    bias.assign(cp, A(0));
+    for (int32_t j = 0; j < p.c; ++j) bias[j] = to_acc(static_cast<const T*>(p.bias)[j]);
+    int32_t widest = 0;
+    for (int k = 0; k < p.num_down; ++k) {
+      down_w.emplace_back(p.down[k].weight, 9, p.down[k].cin, p.c);
+      widest = std::max(widest, p.down[k].cin);
+    }
+    for (int k = 0; k < p.num_low; ++k) {
+      const ConvPath& path = p.low[k];
+      low_w.emplace_back(path.weight, 1, path.cin, p.c);
+      low_y.push_back(make_axis<A>(path.x.h, p.h, p.bilinear, p.align_corners));
+      const Axis<A> ax = make_axis<A>(path.x.w, p.w, p.bilinear, p.align_corners);
+      auto& columns = low_x.emplace_back(p.w);
+      for (int32_t x = 0; x < p.w; ++x) columns[x] = taps(ax, x);
+      widest = std::max(widest, path.cin);
+    }
+    zeros.assign(widest + 1, to_operand<R>(T{}));  // + 1: bf16 pairs read one past an odd cin
+  }
+};
+
+// Per-thread buffers, reused across the thread's tasks.
+template <typename T>
+struct Scratch {
+  using A = acc_t<T>;
+  using R = operand_t<T>;
+  std::vector<A> acc, proj;            // accumulator tile, projected low rows
+  std::vector<std::vector<R>> staged;  // per path, its input rows (when not read in place)
+  std::vector<const R*> row_pointers;  // kTileP per segment
+  std::vector<Segment<R>> segments;
+};
+
+// Step 1: acc (rows of pixels [y0, y1) x w, cp channels) += every stride-2 3x3 conv, one segment per
+// path and tap.
+template <typename T, bool kDirect>
+void add_down_convs(const Branch<T>& b, int64_t n, int32_t y0, int32_t y1, Scratch<T>& s) {
+  using R = operand_t<T>;
+  const FusionBranchProblem& p = b.p;
+  const int64_t pixels = int64_t{y1 - y0} * p.w;
+  s.staged.resize(p.num_down);
+  std::vector<StagedRows<T, kDirect>> inputs;
+  for (int k = 0; k < p.num_down; ++k) {  // input rows 2 * y0 - 1 .. 2 * y1 - 1
+    const ConvPath& path = p.down[k];
+    inputs.emplace_back(path.x, n, 2 * y0 - 1, 2 * (y1 - y0) + 1, path.cin, s.staged[k], b.zeros.data());
+  }
+  s.row_pointers.resize(9 * p.num_down * kTileP);
+  s.segments.resize(9 * p.num_down);
+  for (int64_t first = 0; first < pixels; first += kTileP) {
+    const R** rows = s.row_pointers.data();
+    Segment<R>* segment = s.segments.data();
+    for (int k = 0; k < p.num_down; ++k) {
+      const WeightPanel<T>& w = b.down_w[k];
+      const int32_t cin = p.down[k].cin;
+      for (int t = 0; t < 9; ++t, rows += kTileP, ++segment) {
+        for (int q = 0; q < kTileP; ++q) {
+          const int64_t pixel = first + q;
+          const int64_t y = y0 + pixel / p.w, x = pixel % p.w;
+          rows[q] = pixel < pixels ? inputs[k].pixel(2 * y - 1 + t / 3, 2 * x - 1 + t % 3) : b.zeros.data();
+        }
+        *segment = Segment<R>{cin, rows, w.segment(t), w.ldb()};
+      }
+    }
+    for (int64_t j = 0; j < b.cp; j += kTileC<acc_t<T>>) {
+      for (int i = 0; i < 9 * p.num_down; ++i) {
+        s.segments[i].b = WeightPanel<T>::at_channel(b.down_w[i / 9].segment(i % 9), j);
+      }
+      tile_gemm(s.segments.data(), 9 * p.num_down, s.acc.data() + first * b.cp + j, b.cp);
+    }
+  }
+}
+
+// Step 2 for low path k: project the low rows that output rows [y0, y1) read, then add their
+// interpolation to acc. Bilinear blends along x, then y: h0 * (w0 * a + w1 * b) + h1 * (...).
+template <typename T, bool kDirect>
+void add_projection(const Branch<T>& b, int k, int64_t n, int32_t y0, int32_t y1, Scratch<T>& s) {
+  using A = acc_t<T>;
+  const FusionBranchProblem& p = b.p;
+  const ConvPath& path = p.low[k];
+  const Axis<A>& ay = b.low_y[k];
+  const int32_t r0 = taps(ay, y0).i0, r1 = taps(ay, y1 - 1).i1;  // source rows [r0, r1]
+  const int64_t lw = path.x.w, pixels = int64_t{r1 - r0 + 1} * lw, cp = b.cp;
+  s.proj.assign(round_up(pixels, kTileP) * cp, A(0));
+  s.staged.resize(std::max<size_t>(s.staged.size(), 1));
+  const StagedRows<T, kDirect> input(path.x, n, r0, r1 - r0 + 1, path.cin, s.staged[0], b.zeros.data());
+  s.row_pointers.resize(kTileP);
+  for (int64_t first = 0; first < pixels; first += kTileP) {
+    for (int q = 0; q < kTileP; ++q) {
+      const int64_t pixel = first + q;
+      s.row_pointers[q] = pixel < pixels ? input.pixel(r0 + pixel / lw, pixel % lw) : b.zeros.data();
+    }
+    const WeightPanel<T>& w = b.low_w[k];
+    for (int64_t j = 0; j < cp; j += kTileC<A>) {
+      const Segment<operand_t<T>> seg{path.cin, s.row_pointers.data(), WeightPanel<T>::at_channel(w.segment(0), j),
+                                      w.ldb()};
+      tile_gemm(&seg, 1, s.proj.data() + first * cp + j, cp);
+    }
+  }
+  const std::vector<Taps<A>>& tx = b.low_x[k];
+  for (int32_t y = y0; y < y1; ++y) {
+    const Taps<A> ty = taps(ay, y);
+    const A* top = s.proj.data() + (ty.i0 - r0) * lw * cp;
+    const A* bottom = s.proj.data() + (ty.i1 - r0) * lw * cp;
+    A* acc = s.acc.data() + int64_t{y - y0} * p.w * cp;
+    for (int32_t x = 0; x < p.w; ++x, acc += cp) {
+      const A* t0 = top + tx[x].i0 * cp;
+      if (!p.bilinear) {
+        for (int64_t j = 0; j < cp; ++j) acc[j] += t0[j];
+        continue;
+      }
+      const A *t1 = top + tx[x].i1 * cp, *b0 = bottom + tx[x].i0 * cp, *b1 = bottom + tx[x].i1 * cp;
+      const A w0 = tx[x].w0, w1 = tx[x].w1, h0 = ty.w0, h1 = ty.w1;
+      for (int64_t j = 0; j < cp; ++j) acc[j] += h0 * (w0 * t0[j] + w1 * t1[j]) + h1 * (w0 * b0[j] + w1 * b1[j]);
+    }
+  }
+}
+
+// Step 3: out = act(acc + bias + base), rounded once, in the output's layout.
+template <typename T, bool kChannelsLast>
+void write_band(const Branch<T>& b, int64_t n, int32_t y0, int32_t y1, const acc_t<T>* acc) {
+  using A = acc_t<T>;
+  const FusionBranchProblem& p = b.p;
+  const T* base = static_cast<const T*>(p.base.data);
+  T* out = static_cast<T*>(const_cast<void*>(p.out.data));
+  const bool relu = p.relu;
+  auto value = [&](A a, const T& base_value, int64_t j) {
+    const A v = a + b.bias[j] + to_acc(base_value);
+    return from_acc<T>(relu && v < A(0) ? A(0) : v);  // v < 0 ? 0 : v keeps NaN, as torch.relu
+  };
+  for (int32_t y = y0; y < y1; ++y) {
+    const A* row = acc + int64_t{y - y0} * p.w * b.cp;
+    if (kChannelsLast) {
+      for (int32_t x = 0; x < p.w; ++x) {
+        const T* src = base + pixel_offset(p.base, n, y, x);
+        T* dst = out + pixel_offset(p.out, n, y, x);
+        for (int32_t j = 0; j < p.c; ++j) dst[j] = value(row[x * b.cp + j], src[j], j);
+      }
+    } else {
+      for (int32_t j = 0; j < p.c; ++j) {
+        const T* src = base + pixel_offset(p.base, n, y, 0) + j * p.base.channel_stride;
+        T* dst = out + pixel_offset(p.out, n, y, 0) + j * p.out.channel_stride;
+        for (int32_t x = 0; x < p.w; ++x) dst[x] = value(row[x * b.cp + j], src[x], j);
+      }
+    }
+  }
+}
+
+template <typename T, bool kChannelsLast>
+void run_branch(const FusionBranchProblem& problem) {
+  using A = acc_t<T>;
+  constexpr bool kDirect = kChannelsLast && std::is_same_v<T, operand_t<T>>;  // GEMM rows read in place
+  const Branch<T> b(problem);
+  const FusionBranchProblem& p = b.p;
+  // Bands: enough tasks for every thread, each accumulator tile within kBandBytes.
+  const int64_t row_bytes = int64_t{p.w} * b.cp * static_cast<int64_t>(sizeof(A));
+  const int64_t wanted = (int64_t{kTasksPerThread} * at::get_num_threads() + p.n - 1) / p.n;
+  const int64_t bands = std::min<int64_t>(p.h, std::max(wanted, (row_bytes * p.h + kBandBytes - 1) / kBandBytes));
+  const int32_t rows = static_cast<int32_t>((p.h + bands - 1) / bands);
+  const int64_t per_sample = (p.h + rows - 1) / rows;
+  at::parallel_for(0, p.n * per_sample, 1, [&](int64_t begin, int64_t end) {
+    Scratch<T> s;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / per_sample;
+      const int32_t y0 = static_cast<int32_t>(task % per_sample) * rows;
+      const int32_t y1 = std::min(y0 + rows, p.h);
+      s.acc.assign(round_up(int64_t{y1 - y0} * p.w, kTileP) * b.cp, A(0));
+      if (p.num_down > 0) add_down_convs<T, kDirect>(b, n, y0, y1, s);
+      for (int k = 0; k < p.num_low; ++k) add_projection<T, kDirect>(b, k, n, y0, y1, s);
+      write_band<T, kChannelsLast>(b, n, y0, y1, s.acc.data());
+    }
+  });
+}
+
+void run(const FusionBranchProblem& p) {
+  dispatch_dtype(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if (p.layout == Layout::kChannelsLast) {
+      run_branch<T, true>(p);
+    } else {
+      run_branch<T, false>(p);
+    }
+  });
+}
+
+at::Tensor fusion_branch_cpu(const at::Tensor& base, at::TensorList down, at::TensorList down_weight,
+                             at::TensorList low, at::TensorList low_weight, const at::Tensor& bias,
+                             std::string_view mode, bool align_corners, bool relu) {
+  static const BranchKernel kernel{"cpp (CPU)", /*supports_float64=*/true, run};
+  return fusion_branch(kernel, base, down, down_weight, low, low_weight, bias, mode, align_corners, relu);
+}
+
+}  // namespace
+}  // namespace hrnet_fast::cpu
+
+TORCH_LIBRARY_IMPL(hrnet_fast, CPU, m) { m.impl("fusion_branch_cpp", &hrnet_fast::cpu::fusion_branch_cpu); }
