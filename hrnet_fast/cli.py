@@ -15,6 +15,7 @@ from .bench.timer import copy_bandwidth
 from .models import ARCHS, HEADS
 from .ops import known_backends
 from .pose.cli import add_commands as add_pose_commands
+from .seg.cli import add_commands as add_seg_commands
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # --train: (head, arch, input size, batch) per device kind; batches sized for the device.
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_bench_command(sub)
     add_pose_commands(sub)
+    add_seg_commands(sub)
     return parser
 
 
