@@ -29,10 +29,12 @@ from .coco import (
 from .dataset import boxes_for_dataset, predict_dataset
 from .draw import KEYPOINT_THRESHOLD, draw_poses
 from .errors import PoseInputError
+from .inputs import is_frames_input
 from .model import load_pose_model
 from .pipeline import PoseEstimator, rescore_and_suppress
 from .preprocess import read_image
 from .progress import ProgressBar
+from .video_cli import add_video_arguments, run_video
 
 _DTYPES = ("float32", "float16", "bfloat16")
 _SHOWN_SKIPS = 5
@@ -163,6 +165,8 @@ def _boxes_for_image(args: argparse.Namespace, width: int, height: int) -> tuple
 
 
 def cmd_pose_predict(args: argparse.Namespace) -> int:
+    if is_frames_input(args.image):
+        return run_video(args, _estimator)
     image = read_image(args.image)
     boxes, box_scores = _boxes_for_image(args, image.shape[2], image.shape[1])
     poses, scores = rescore_and_suppress(_estimator(args).estimate(image, boxes), box_scores)
@@ -170,8 +174,9 @@ def cmd_pose_predict(args: argparse.Namespace) -> int:
         shown = int((person[:, 2] > args.threshold).sum())
         print(f"person {k}: score {score:.3f}, {shown}/{len(person)} joints above {args.threshold}")
     drawing = draw_poses(Image.fromarray(image.permute(1, 2, 0).numpy()), poses.keypoints, args.threshold)
-    drawing.save(args.out, format="PNG")
-    print(f"wrote {args.out}", file=sys.stderr)
+    out = args.out or f"{os.path.splitext(args.image)[0]}_pose.png"
+    drawing.save(out, format="PNG")
+    print(f"wrote {out}", file=sys.stderr)
     return 0
 
 
@@ -201,16 +206,23 @@ def add_commands(subparsers) -> None:
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=_reporting_errors(cmd_pose_eval))
 
-    pr = subparsers.add_parser("pose-predict", help="draw the skeletons a pose checkpoint finds in an image")
-    pr.add_argument("image", help="an image file Pillow can read")
+    pr = subparsers.add_parser(
+        "pose-predict", help="draw the skeletons a pose checkpoint finds in an image, a video or an image folder"
+    )
+    pr.add_argument("image", help="an image file Pillow can read, a video file or a folder of images")
     _add_model_arguments(pr)
     pr.add_argument("--boxes", help="COCO detection results JSON (default: the whole image is one person box)")
     pr.add_argument("--image-id", type=int, help="the image's id in --boxes (default: from a numeric file name)")
-    pr.add_argument("--out", required=True, help="PNG file to write")
+    pr.add_argument(
+        "--out",
+        help="a PNG for an image; for a video or folder a video file (.mp4, .mkv, ...) or a folder of PNG frames "
+        "(default beside the input: <stem>_pose.png, <stem>_pose.mp4, <folder>_pose/)",
+    )
     pr.add_argument(
         "--threshold",
         type=float,
         default=KEYPOINT_THRESHOLD,
         help="draw joints scoring above this (default 0.3)",
     )
+    add_video_arguments(pr)
     pr.set_defaults(func=_reporting_errors(cmd_pose_predict))
