@@ -11,6 +11,7 @@ import sys
 import torch
 
 from .bench import report, results, suites
+from .bench.seg import bench_seg_end_to_end, runner_names
 from .bench.timer import copy_bandwidth
 from .models import ARCHS, HEADS
 from .ops import known_backends
@@ -82,6 +83,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     train_cases = TRAIN_CASES["cuda" if cuda else "cpu"]
     steps = 1 + len(dict.fromkeys(["reference", *op_backends])) * 3 * ("ops" in suites_run)
     steps += len(dict.fromkeys(["reference", *model_backends])) * ("model" in suites_run)
+    seg_settings = suites.Settings(
+        device, DTYPES[args.dtype], args.channels_last, warmup=0, iters=args.iters or (10 if cuda else 2)
+    )
+    steps += len(runner_names(seg_settings, backends)) * ("seg" in suites_run)
     progress = Progress(
         steps + len(dict.fromkeys(["reference", *backends])) * len(train_cases) * ("train" in suites_run)
     )
@@ -103,6 +108,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             found += suites.bench_train(
                 arch, head, size, args.batch or default_batch, model_settings, backends=backends, progress=progress
             )
+    if "seg" in suites_run:
+        found += bench_seg_end_to_end(seg_settings, backends=backends, progress=progress)
     progress.done()
 
     meta = results.environment(device, " ".join(["hrnet-fast", *args.argv])) | {"copy_gb_per_s": copy_bw / 1e9}
@@ -146,7 +153,14 @@ def add_bench_command(sub) -> None:
         action="store_true",
         help="also time torch.compile of the reference (on CUDA also mode=reduce-overhead, with and without freezing)",
     )
-    bench.add_argument("--suite", nargs="+", choices=["ops", "model", "train"], default=["ops", "model"])
+    bench.add_argument(
+        "--suite",
+        nargs="+",
+        choices=["ops", "model", "train", "seg"],
+        default=["ops", "model"],
+        help="seg: W48 seg on one 1024x2048 image end to end per backend and optimize(), with peak memory "
+        "(opt-in: about 3 minutes on a 2-core CPU)",
+    )
     bench.add_argument(
         "--train",
         action="store_true",

@@ -44,7 +44,15 @@ TRAIN_COLUMNS = [
     ("mem_mb", "act. MB", ".0f"),
     ("max_abs_err", "|loss diff|", ".1e"),
 ]
-COLUMNS = {"op": OP_COLUMNS, "model": MODEL_COLUMNS, "train": TRAIN_COLUMNS}
+SEG_COLUMNS = [
+    ("backend", "runner", "s"),
+    ("ms", "ms/image", ".0f"),
+    ("img_per_s", "img/s", ".3f"),
+    ("speedup", "vs eager-fp32", ".2f"),
+    ("mem_mb", "peak MB", ".0f"),
+    ("max_abs_err", "labels changed", ".2%"),
+]
+COLUMNS = {"op": OP_COLUMNS, "model": MODEL_COLUMNS, "train": TRAIN_COLUMNS, "seg": SEG_COLUMNS}
 
 
 def render(results: Sequence[Result]) -> str:

@@ -95,14 +95,11 @@ class SegEstimator:
         """Crops per model call (and images in flight) for images of this size."""
         if self.max_batch is not None:
             return self.max_batch
-        crop = self.crop_size[0] * self.crop_size[1]
-        largest = max(
-            (scaled_size(height, width, s, self.base_size) for s in self.scales), key=lambda hw: hw[0] * hw[1]
-        )
-        pixels = min(crop, largest[0] * largest[1])
+        sizes = [scaled_size(height, width, s, self.base_size) for s in self.scales]
+        pixels = max(min(h, self.crop_size[0]) * min(w, self.crop_size[1]) for h, w in sizes)  # largest window
         classes = self.num_classes or DEFAULT_NUM_CLASSES
-        per_item = memory.crop_bytes(pixels, self._sum_widths, classes, self.dtype) * (2 if self.flip else 1)
-        per_item += memory.image_bytes(height * width, largest[0] * largest[1], classes)
+        per_item = memory.crop_bytes(pixels, self._sum_widths, classes, self.dtype)
+        per_item += memory.image_bytes(height * width, max(h * w for h, w in sizes), classes)
         return memory.auto_max_batch(per_item, pixels, memory.free_bytes(self.device))
 
     def scores(self, image: Tensor) -> Tensor:

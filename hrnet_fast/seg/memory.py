@@ -33,18 +33,24 @@ def image_bytes(pixels: int, scaled_pixels: int, num_classes: int) -> int:
     return 4 * (num_classes * pixels + (num_classes + 1) * scaled_pixels)
 
 
+def proc_bytes(path: str, field: str) -> int | None:
+    """A ``field:  N kB`` line of a Linux /proc file in bytes (None where there is no such file or line)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def free_bytes(device: torch.device) -> int:
     """Memory free for new tensors on ``device``: the CUDA driver's count, or the OS's MemAvailable."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    available = proc_bytes("/proc/meminfo", "MemAvailable")
+    return available if available is not None else os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def auto_max_batch(per_item_bytes: int, crop_pixels: int, free: int) -> int:
