@@ -7,9 +7,10 @@ logits upsampled to the image, exp, argmax), one image per call as the official 
 - each backend in the run's dtype and layout (the baseline's own configuration is not timed twice);
 - ``optimize``: :func:`hrnet_fast.optimize` of the model in the run's dtype (channels_last; CUDA graphs).
 
-``speedup`` is against ``eager-fp32`` measured in the same run; ``max_abs_err`` is the fraction of
-pixels whose label differs from the baseline's; ``mem_mb`` the peak memory while the runner ran: on
-CUDA the allocator's peak, on a CPU the process's peak resident set (VmHWM, reset before the runner).
+``speedup`` is against ``eager-fp32`` measured in the same run (interleaved rounds); ``max_abs_err``
+is the fraction of pixels whose label differs from the baseline's; ``mem_mb`` the peak memory while
+the runner was built and predicted once, with no other runner alive: on CUDA the allocator's peak, on
+a CPU the whole process's peak resident set (VmHWM, reset before; the base model's weights included).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from ..models import HRNet, optimize
 from ..seg.estimator import SegEstimator
 from ..seg.memory import proc_bytes
 from .suites import OPTIMIZE, Result, Settings
+from .timer import _summary as summary  # the median and spread of interleaved samples
+from .timer import time_fn
 
 BASELINE = "eager-fp32"
 ARCH = "w48"
@@ -74,33 +77,42 @@ def bench_seg_end_to_end(
     size: tuple[int, int] = SIZE,
     progress: Callable[[str], None] | None = None,
 ) -> list[Result]:
-    """Time ``arch`` seg on one ``size`` image per runner (see the module docstring), with peak memory."""
+    """Time ``arch`` seg on one ``size`` image per runner (see the module docstring), with peak memory.
+
+    First each runner alone predicts once (its labels, its peak memory, a warm-up); then the runners
+    take turns for ``settings.iters`` rounds, so that a slower or faster spell of a shared machine
+    falls on all of them; each runner's time is the median of its rounds.
+    """
     model = HRNet(arch, head="seg").eval().to(settings.device)
     image = torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    case = f"seg {arch} {size[0]}x{size[1]} end to end, {settings.label}"
-    results, reference, base_s = [], None, None
-    for name in runner_names(settings, backends):
+    names = runner_names(settings, backends)
+    labels, memory = {}, {}
+    for name in names:
         if progress:
             progress(f"seg end to end: {name}")
         with peak_memory(settings.device) as peak:
-            runner = _runner(name, model, settings)
-            estimator = SegEstimator(runner, crop_size=size, max_batch=1)
-            labels = estimator.predict(image)
-            timing = settings.time(lambda estimator=estimator: estimator.predict(image))
-        reference = labels if reference is None else reference
-        base_s = base_s or timing.median_s
-        results.append(
-            Result(
-                suite="seg",
-                case=case,
-                backend=name,
-                ms=timing.median_ms,
-                spread=timing.spread,
-                speedup=base_s / timing.median_s,
-                max_abs_err=float((labels != reference).float().mean()),
-                img_per_s=1 / timing.median_s,
-                mem_mb=peak[0],
-            )
+            labels[name] = SegEstimator(_runner(name, model, settings), crop_size=size, max_batch=1).predict(image)
+        memory[name] = peak[0]
+    estimators = {name: SegEstimator(_runner(name, model, settings), crop_size=size, max_batch=1) for name in names}
+    samples = {name: [] for name in names}
+    for _ in range(settings.iters):
+        for name, estimator in estimators.items():
+            once = time_fn(lambda estimator=estimator: estimator.predict(image), settings.device, warmup=0, iters=1)
+            samples[name].append(once.median_s)
+    timings = {name: summary(found) for name, found in samples.items()}
+    base_s = timings[BASELINE].median_s
+    case = f"seg {arch} {size[0]}x{size[1]} end to end, {settings.label}"
+    return [
+        Result(
+            suite="seg",
+            case=case,
+            backend=name,
+            ms=timings[name].median_ms,
+            spread=timings[name].spread,
+            speedup=base_s / timings[name].median_s,
+            max_abs_err=float((labels[name] != labels[BASELINE]).float().mean()),
+            img_per_s=1 / timings[name].median_s,
+            mem_mb=memory[name],
         )
-        del runner, estimator
-    return results
+        for name in names
+    ]
