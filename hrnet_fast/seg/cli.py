@@ -149,7 +149,9 @@ def cmd_seg_predict(args: argparse.Namespace) -> int:
         raise SegInputError(f"--label-ids needs the 19 Cityscapes classes; the checkpoint predicts {num_classes}")
     start = time.perf_counter()
     labels = estimator.predict(image).cpu()
-    print(f"{image.shape[1]}x{image.shape[2]} image in {time.perf_counter() - start:.2f} s", file=sys.stderr)
+    batch = estimator.batch_size(*image.shape[-2:])
+    seconds = time.perf_counter() - start
+    print(f"{image.shape[1]}x{image.shape[2]} image in {seconds:.2f} s (up to {batch} crops per call)", file=sys.stderr)
     names = CLASS_NAMES if num_classes == NUM_CLASSES else [f"class {k}" for k in range(num_classes)]
     shares = labels.flatten().bincount(minlength=num_classes) / labels.numel()
     for k in shares.argsort(descending=True)[:5].tolist():

@@ -4,8 +4,9 @@ An HRNet seg forward at inference keeps, per input pixel, about
 ``STEM_VALUES + 3 * sum(widths) / 16`` activation values alive at its peak (the stem's two 64-channel
 maps at 1/2 resolution; then, at 1/4 resolution, the concatenated branches, the head's first conv
 and its BatchNorm output), in the model's dtype, plus the upsampled float32 logits and scores
-(``3 * num_classes`` values). For W48 in float32 that is about 1.1 GB for a 1024x2048 crop; the
-measured peak resident memory of one such forward on a CPU was 1.25 GB above the loaded model.
+(``3 * num_classes`` values). For W48 in float32 that is 1.9 GB for a 1024x2048 crop, a little above
+what was measured on a CPU: the model's forward peaked 1.25 GB above the loaded model, and a whole
+``SegEstimator.predict`` process (Python, torch, weights) at 2.0-2.2 GB resident.
 Each image in flight also holds float32 score maps at its size and at the current test scale.
 """
 
