@@ -1,7 +1,9 @@
 """Packaging for hrnet_fast.
 
 `pip install -e .` is pure Python: it needs no GPU, no CUDA toolkit and no compiler. The folder
-`kernels/` installs as `hrnet_fast.kernels`, so `hrnet_fast` is the only top-level import name.
+`kernels/` installs as `hrnet_fast.kernels`, so `hrnet_fast` is the only top-level import name, and
+the C++/CUDA sources in `csrc/` travel with the package as data (`hrnet_fast/csrc` in a wheel or a
+non-editable install), so the just-in-time build of the `cpp` backend works from any install.
 
 `HRNET_FAST_BUILD_EXT=1 pip install --no-build-isolation -e .` also builds the C++/CUDA op library
 `hrnet_fast._C` ahead of time (with the torch already installed; CUDA kernels when torch has CUDA and
@@ -42,7 +44,10 @@ def _extension_build() -> dict:
 
 
 setup(
-    packages=[*find_packages(include=["hrnet_fast", "hrnet_fast.*"]), "hrnet_fast.kernels"],
-    package_dir={"hrnet_fast.kernels": "kernels"},
+    packages=[*find_packages(include=["hrnet_fast", "hrnet_fast.*"]), "hrnet_fast.kernels", "hrnet_fast.csrc"],
+    package_dir={"hrnet_fast.kernels": "kernels", "hrnet_fast.csrc": "csrc"},
+    package_data={
+        "hrnet_fast.csrc": [f"{folder}*.{ext}" for folder in ("", "*/") for ext in ("h", "cuh", "cpp", "cu")]
+    },
     **_extension_build(),
 )

@@ -75,12 +75,15 @@ def _sizes(h: int, w: int) -> list[tuple[int, int]]:
     return sizes
 
 
+TARGET_SMS = 132  # multiprocessors of the H100/H200 the tiles are chosen for (no GPU here to ask)
+
+
 def cases(batch: int):
     """(label, launcher, args) for every launch the GPU benchmark makes, at its shapes."""
-    from hrnet_fast.kernels.fusion_branch import fusion_branch_forward
-    from hrnet_fast.kernels.upsample_concat import upsample_concat_backward, upsample_concat_forward
-    from hrnet_fast.kernels.upsample_sum import upsample_sum_backward, upsample_sum_forward
-    from hrnet_fast.ops.fusion_branch import weight_layout
+    from hrnet_fast.kernels.fusion_branch import launch_config, launch_fusion_branch
+    from hrnet_fast.kernels.upsample_concat import launch_upsample_concat, launch_upsample_concat_backward
+    from hrnet_fast.kernels.upsample_sum import launch_upsample_sum, launch_upsample_sum_backward
+    from hrnet_fast.layout import weight_layout
 
     modes = [("nearest", False), ("bilinear", False), ("bilinear", True)]
     flavours = [(torch.float16, True), (torch.float32, False), (torch.bfloat16, True)]
@@ -103,12 +106,12 @@ def cases(batch: int):
                     low = [new(c, sizes[j]) for j in range(i + 1, 4)]
                     yield (
                         f"{tag} upsample_sum branch {i}",
-                        upsample_sum_forward,
+                        launch_upsample_sum,
                         (new(c, hw), new(c, hw), [new(c, hw) for _ in range(i)], low, mode, ac, True, cl),
                     )
                     yield (
                         f"{tag} upsample_sum_backward branch {i}",
-                        upsample_sum_backward,
+                        launch_upsample_sum_backward,
                         (
                             new(c, hw),
                             [torch.zeros_like(t) for t in low],
@@ -122,7 +125,7 @@ def cases(batch: int):
                     )
                     yield (
                         f"{tag} fusion_branch branch {i}",
-                        fusion_branch_forward,
+                        launch_fusion_branch,
                         (
                             new(c, hw),
                             new(c, hw),
@@ -135,17 +138,18 @@ def cases(batch: int):
                             ac,
                             True,
                             cl,
+                            launch_config(batch * hw[0] * hw[1], c, dtype.itemsize, mode == "bilinear", TARGET_SMS),
                         ),
                     )
                 xs = [new(chans[k], sizes[k]) for k in range(4)]
                 yield (
                     f"{tag} upsample_concat",
-                    upsample_concat_forward,
+                    launch_upsample_concat,
                     (new(sum(chans), sizes[0]), xs, mode, ac, cl),
                 )
                 yield (
                     f"{tag} upsample_concat_backward",
-                    upsample_concat_backward,
+                    launch_upsample_concat_backward,
                     ([torch.zeros_like(x) for x in xs], new(sum(chans), sizes[0]), mode, ac, cl),
                 )
 

@@ -1,4 +1,4 @@
-"""The C++ extension on the CPU (backend ``cpu``) against the reference, side by side in one run.
+"""The C++ extension on the CPU (backend ``cpp``) against the reference, side by side in one run.
 
 1. The fused op at HRNet-W32 stage-4 branch-0 shapes (batch 8, 256x192 input): base (8, 32, 64, 48)
    plus the three lower branches already projected to 32 channels, (8, 32, 32, 24), (8, 32, 16, 12),
@@ -37,7 +37,7 @@ from hrnet_fast.ops import upsample_sum
 BASE = (8, 32, 64, 48)
 LOW = [(8, 32, 32, 24), (8, 32, 16, 12), (8, 32, 8, 6)]
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-BACKENDS = ("reference", "cpu")
+BACKENDS = ("reference", "cpp")
 
 
 def alternate(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2) -> dict[str, list[float]]:
@@ -62,18 +62,18 @@ def bench_op(reps: int) -> list[dict]:
         for mode in ("nearest", "bilinear"):
             fns = {b: functools.partial(upsample_sum, base, (), low, mode=mode, backend=b) for b in BACKENDS}
             with torch.inference_mode():
-                err = (fns["cpu"]() - fns["reference"]()).abs().max().item()
+                err = (fns["cpp"]() - fns["reference"]()).abs().max().item()
                 samples = alternate(fns, reps)
-            ref, cpu = statistics.median(samples["reference"]), statistics.median(samples["cpu"])
+            ref, fused = statistics.median(samples["reference"]), statistics.median(samples["cpp"])
             rows.append(
                 {
                     "layout": fmt_name,
                     "mode": mode,
                     "reference_ms": ref * 1e3,
-                    "cpu_ms": cpu * 1e3,
+                    "cpp_ms": fused * 1e3,
                     "reference_min_ms": min(samples["reference"]) * 1e3,
-                    "cpu_min_ms": min(samples["cpu"]) * 1e3,
-                    "speedup": ref / cpu,
+                    "cpp_min_ms": min(samples["cpp"]) * 1e3,
+                    "speedup": ref / fused,
                     "max_abs_err": err,
                 }
             )
@@ -128,19 +128,19 @@ def bench_model(reps: int) -> tuple[list[dict], dict]:
 
         fns = {b: functools.partial(run_model, model, x, b) for b in BACKENDS}
         with torch.inference_mode():
-            err = (fns["cpu"]() - fns["reference"]()).abs().max().item()
+            err = (fns["cpp"]() - fns["reference"]()).abs().max().item()
             samples = alternate(fns, reps, warmup=1)
             model.backend = "reference"
             share[fmt_name] = fusion_share(model, x, max(2, reps // 2))
-        ref, cpu = statistics.median(samples["reference"]), statistics.median(samples["cpu"])
+        ref, fused = statistics.median(samples["reference"]), statistics.median(samples["cpp"])
         rows.append(
             {
                 "layout": fmt_name,
                 "reference_ms": ref * 1e3,
-                "cpu_ms": cpu * 1e3,
+                "cpp_ms": fused * 1e3,
                 "reference_img_s": 8 / ref,
-                "cpu_img_s": 8 / cpu,
-                "speedup": ref / cpu,
+                "cpp_img_s": 8 / fused,
+                "speedup": ref / fused,
                 "max_abs_err": err,
             }
         )
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if hrnet_fast.backend_status()["cpu"] is not None:
-        raise SystemExit(f"backend cpu unavailable: {hrnet_fast.backend_status()['cpu']}")
+    if hrnet_fast.backend_status()["cpp"] is not None:
+        raise SystemExit(f"backend cpp unavailable: {hrnet_fast.backend_status()['cpp']}")
     cpu = f"{platform.processor() or platform.machine()} ({torch.backends.cpu.get_cpu_capability()})"
     threads = torch.get_num_threads()
     header = f"torch {torch.__version__}, {threads} threads, {cpu}; medians of alternating calls"
@@ -167,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         ("layout", "layout", "s"),
         ("mode", "mode", "s"),
         ("reference_ms", "reference ms", ".2f"),
-        ("cpu_ms", "cpu ms", ".2f"),
+        ("cpp_ms", "cpp ms", ".2f"),
         ("reference_min_ms", "ref min", ".2f"),
-        ("cpu_min_ms", "cpu min", ".2f"),
+        ("cpp_min_ms", "cpp min", ".2f"),
         ("speedup", "speedup", ".1f"),
         ("max_abs_err", "max |err|", ".1e"),
     ]
@@ -179,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     model_columns = [
         ("layout", "layout", "s"),
         ("reference_ms", "reference ms", ".0f"),
-        ("cpu_ms", "cpu ms", ".0f"),
+        ("cpp_ms", "cpp ms", ".0f"),
         ("reference_img_s", "ref img/s", ".2f"),
-        ("cpu_img_s", "cpu img/s", ".2f"),
+        ("cpp_img_s", "cpp img/s", ".2f"),
         ("speedup", "speedup", ".3f"),
         ("max_abs_err", "max |err|", ".1e"),
     ]
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "cpu_ext.json").write_text(json.dumps(results, indent=2))
         env = environment(torch.device("cpu"), " ".join(["python benchmarks/cpu_ext.py", *(argv or sys.argv[1:])]))
         (args.out / "cpu_ext.md").write_text(
-            markdown_header("C++ extension, backend cpu (benchmarks/cpu_ext.py)", env)
+            markdown_header("C++ extension, backend cpp (benchmarks/cpu_ext.py)", env)
             + f"\n{header}\n\n```\n{op_table}\n```\n\n```\n{model_table}\n```\n\n```\n{share_table}\n```\n"
         )
     return 0

@@ -39,8 +39,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-L2_BYTES = 60 * 2**20
-
 try:
     import triton
     import triton.testing
@@ -50,8 +48,8 @@ try:
     from hrnet_fast.bench.results import environment, markdown_header
     from hrnet_fast.bench.timer import copy_bandwidth
     from hrnet_fast.nn import MultiResolutionFusion
-    from hrnet_fast.ops import upsample_sum
-    from hrnet_fast.ops.upsample_sum import upsample_sum_reference
+    from hrnet_fast.ops import upsample_sum, upsample_sum_reference
+    from hrnet_fast.testing import judge
 except ImportError as exc:
     sys.exit(f"gpu_triton: {exc}; install the checkout first: pip install --no-deps --no-build-isolation -e .")
 
@@ -80,6 +78,7 @@ def nbytes(ts) -> int:
 
 
 DEVICE = "cuda"  # --smoke: "cpu", under TRITON_INTERPRET=1, tiny shapes, to test this script itself
+L2_BYTES = 0  # the GPU's L2 cache size, read from its properties in main()
 
 
 def rotated(make, working_set: int):
@@ -103,12 +102,9 @@ def copy_gbps() -> float:
 
 
 def judge_error(got, ref_same, ref64) -> tuple[float, bool]:
-    """(max abs error vs float64, passes the tests' rule)."""
-    err = (got.double() - ref64).abs().max().item()
-    if got.dtype == torch.float32:
-        return err, err <= 1e-5 * max(1.0, ref64.abs().max().item())
-    own = (ref_same.double() - ref64).abs().max().item()
-    return err, err <= 2 * own + 1e-30
+    """(max abs error vs float64, passes the tests' rule: hrnet_fast.testing.judge)."""
+    verdict = judge(got, ref_same, ref64, tol=1e-5)
+    return verdict.error, verdict.ok
 
 
 def fusion_module(width: int, mode: str) -> MultiResolutionFusion:
@@ -229,7 +225,7 @@ def level2(case, flavour, mode, compile_on, state) -> dict:
 
 def sweep(case, flavour) -> list[dict]:
     """Times a few tile choices of the level-2 kernel per branch of one case (launcher level)."""
-    from hrnet_fast.kernels.fusion_branch import fusion_branch_forward, launch_config
+    from hrnet_fast.kernels.fusion_branch import launch_config, launch_fusion_branch
     from hrnet_fast.nn.folded_fusion import folded_branches
 
     name, width, (h, w), batch = case
@@ -264,13 +260,14 @@ def sweep(case, flavour) -> list[dict]:
                 True,
                 cl,
             )
-            default = launch_config(out.shape[0] * out.shape[2] * out.shape[3], out.shape[1], 2, False)
+            sm_count = torch.cuda.get_device_properties(out.device).multi_processor_count if DEVICE == "cuda" else 1
+            default = launch_config(out.shape[0] * out.shape[2] * out.shape[3], out.shape[1], 2, False, sm_count)
             for bp, bn, bk, warps, stages in itertools.product([64, 128], [32, 64, 128], [32, 64], [4, 8], [3]):
                 cfg = {"BLOCK_P": bp, "BLOCK_N": bn, "BLOCK_K": bk, "num_warps": warps, "num_stages": stages}
                 if bn > max(32, triton.next_power_of_2(out.shape[1])) or (warps == 8 and bp * bn < 64 * 128):
                     continue
                 try:
-                    ms = bench_ms(lambda cfg=cfg, args=args: fusion_branch_forward(*args, config=cfg), [()])
+                    ms = bench_ms(lambda cfg=cfg, args=args: launch_fusion_branch(*args, cfg), [()])
                 except Exception as exc:  # out of resources: skip the tile
                     ms, cfg = None, {**cfg, "error": type(exc).__name__}
                 rows.append({"case": name, "branch": i, **cfg, "ms": ms, "default": cfg == default})
@@ -375,11 +372,14 @@ def main() -> int:
     parser.add_argument("--budget-s", type=float, default=170, help="stop starting torch.compile runs after 60%%")
     parser.add_argument("--smoke", action="store_true", help="test this script on the CPU (TRITON_INTERPRET=1)")
     args = parser.parse_args()
-    global CASES, DEVICE
+    global CASES, DEVICE, L2_BYTES
     if args.smoke:
         CASES, DEVICE = [("W32 b128", 8, (32, 24), 1)], "cpu"  # named as the target so every path runs
+        L2_BYTES = 2**20
     elif not torch.cuda.is_available():
         sys.exit("gpu_triton: needs a CUDA GPU")
+    else:
+        L2_BYTES = torch.cuda.get_device_properties(0).L2_cache_size
     args.out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     hrnet_fast.set_backend("triton")  # fails here, with the reason, if the backend cannot run

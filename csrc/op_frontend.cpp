@@ -152,7 +152,7 @@ std::string indexed(const char* name, size_t k) { return std::string(name) + "["
 
 at::Tensor upsample_sum(const Kernels& kernels, const at::Tensor& base, at::TensorList same,
                         at::TensorList low, std::string_view mode, bool align_corners, bool relu) {
-  const char* op = "hrnet_fast::upsample_sum";
+  const char* op = "hrnet_fast::upsample_sum_cpp";
   const Options options = parse_mode(op, mode, align_corners);
   check_map(op, "base", base, base);
   const DType dtype = dtype_of(kernels, op, base);
@@ -193,7 +193,7 @@ at::Tensor upsample_sum(const Kernels& kernels, const at::Tensor& base, at::Tens
 std::tuple<at::Tensor, std::vector<at::Tensor>> upsample_sum_backward(
     const Kernels& kernels, const at::Tensor& grad, const at::Tensor& out, at::IntArrayRef low_hw,
     std::string_view mode, bool align_corners, bool relu) {
-  const char* op = "hrnet_fast::upsample_sum_backward";
+  const char* op = "hrnet_fast::upsample_sum_backward_cpp";
   const Options options = parse_mode(op, mode, align_corners);
   check_map(op, "grad", grad, grad);
   check_map(op, "out", out, grad);
@@ -229,7 +229,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> upsample_sum_backward(
 
 at::Tensor upsample_concat(const Kernels& kernels, at::TensorList xs, std::string_view mode,
                            bool align_corners) {
-  const char* op = "hrnet_fast::upsample_concat";
+  const char* op = "hrnet_fast::upsample_concat_cpp";
   const Options options = parse_mode(op, mode, align_corners);
   TORCH_CHECK(!xs.empty(), op, ": needs at least one tensor");
   int64_t channels = 0;
@@ -262,7 +262,7 @@ at::Tensor upsample_concat(const Kernels& kernels, at::TensorList xs, std::strin
 std::vector<at::Tensor> upsample_concat_backward(const Kernels& kernels, const at::Tensor& grad,
                                                  at::IntArrayRef channels, at::IntArrayRef hw,
                                                  std::string_view mode, bool align_corners) {
-  const char* op = "hrnet_fast::upsample_concat_backward";
+  const char* op = "hrnet_fast::upsample_concat_backward_cpp";
   const Options options = parse_mode(op, mode, align_corners);
   check_map(op, "grad", grad, grad);
   const DType dtype = dtype_of(kernels, op, grad);

@@ -1,9 +1,8 @@
-"""Build and load ``hrnet_fast._C``, the compiled op library behind the ``cpu`` and ``cuda`` backends.
+"""Build and load ``hrnet_fast._C``, the compiled kernels of the ``cpp`` backend (sources in ``csrc/``).
 
-The library (C++/CUDA sources in ``csrc/``) defines ``torch.ops.hrnet_fast.upsample_sum``,
-``upsample_sum_backward``, ``upsample_concat`` and ``upsample_concat_backward`` with a CPU kernel and,
-when built with CUDA, a CUDA kernel; loading it also registers their fake implementations and autograd
-(the op modules' ``register_fused``). It comes from, in order:
+The library registers C++ kernels for the custom ops ``hrnet_fast::<op>_cpp`` per dispatch key (CPU,
+and CUDA when built with it); the ops themselves (schemas, fake, autograd) are defined by the ``cpp``
+backend (``hrnet_fast/ops/backends/cpp.py``). It comes from, in order:
 
 1. an ahead-of-time build next to this file (``hrnet_fast/_C.<abi>.so``, made by
    ``HRNET_FAST_BUILD_EXT=1 pip install --no-build-isolation -e .``), unless a file in ``csrc/`` is
@@ -14,17 +13,18 @@ when built with CUDA, a CUDA kernel; loading it also registers their fake implem
    CPU kernels are built with ``-march=native``). It is built once, with a one-line notice on
    stderr, and reused by every later process.
 
-CUDA sources are compiled when torch has CUDA and nvcc is found. If that build fails, the CPU-only
-library is built and the ``cuda`` backend reports the compiler's error; if the CPU build fails too,
-both backends report it. Nothing here runs at ``import hrnet_fast``: the backend probes call
-:func:`unavailable_reason` on first use.
+Every ``csrc/*.cpp`` and ``csrc/cpu/*.cpp`` is compiled, plus ``csrc/cuda/*.cu`` and
+``csrc/cuda/*.cpp`` when torch has CUDA and nvcc is found: adding an op's kernels means adding its
+files, no list to edit. If the CUDA build fails, the CPU-only library is built and the reason is
+kept for the backend to report. The sources travel with the package (a wheel installs them as
+``hrnet_fast/csrc``; a source checkout has them in ``csrc/`` at the top), so the just-in-time build
+works from any install. Nothing here runs at ``import hrnet_fast``.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import importlib.machinery
 import os
 import platform
@@ -37,18 +37,18 @@ from pathlib import Path
 
 import torch
 
-NAMESPACE = "hrnet_fast"
 LIBRARY_NAME = "hrnet_fast_C"
 PACKAGE_DIR = Path(__file__).resolve().parent
-SOURCE_DIR = PACKAGE_DIR.parent / "csrc"
 CACHE_ENV = "HRNET_FAST_CACHE_DIR"
 
-CPU_SOURCES = ("ops.cpp", "op_frontend.cpp", "cpu/upsample_sum_kernel.cpp", "cpu/upsample_concat_kernel.cpp")
-CUDA_SOURCES = (
-    "cuda/upsample_sum_kernel.cu",
-    "cuda/upsample_sum_binding.cpp",
-    "cuda/upsample_concat_binding.cpp",
-)
+
+def _source_dir() -> Path:
+    """``csrc/`` inside the installed package (wheels), else at the top of the source checkout."""
+    installed = PACKAGE_DIR / "csrc"
+    return installed if installed.is_dir() else PACKAGE_DIR.parent / "csrc"
+
+
+SOURCE_DIR = _source_dir()
 _SOURCE_SUFFIXES = (".h", ".cuh", ".cpp", ".cu")
 
 
@@ -64,8 +64,10 @@ def cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "hrnet_fast"
 
 
-def sources(with_cuda: bool) -> list[Path]:
-    return [SOURCE_DIR / s for s in CPU_SOURCES + (CUDA_SOURCES if with_cuda else ())]
+def sources(with_cuda: bool, source_dir: Path = SOURCE_DIR) -> list[Path]:
+    """The translation units: ``*.cpp`` at the top and in ``cpu/``; with CUDA also ``cuda/*.cu|cpp``."""
+    patterns = ["*.cpp", "cpu/*.cpp"] + (["cuda/*.cu", "cuda/*.cpp"] if with_cuda else [])
+    return sorted(p for pattern in patterns for p in source_dir.glob(pattern))
 
 
 def cuda_home() -> str | None:
@@ -217,17 +219,10 @@ def aot_library(
     return None
 
 
-def register_python_parts(namespace: str) -> None:
-    """Fake implementations and autograd for the four ops of ``namespace`` (after its library loaded)."""
-    for op in ("upsample_sum", "upsample_concat"):
-        module = importlib.import_module(f"hrnet_fast.ops.{op}")
-        module.register_fused(f"{namespace}::{op}", f"{namespace}::{op}_backward")
-
-
 @dataclass(frozen=True)
 class Loaded:
     path: Path
-    cuda_problem: str | None  # why the loaded library has no CUDA kernels; None when it has them
+    cuda_problem: str | None  # why the library was built without CUDA kernels; None when not known to
 
 
 _load_lock = threading.Lock()
@@ -249,17 +244,14 @@ def _load_once() -> Loaded | ExtensionBuildError:
         aot = aot_library()
         if aot is not None:
             torch.ops.load_library(str(aot))
-            loaded = Loaded(aot, None if _has_cuda_kernels() else "the ahead-of-time build has no CUDA kernels")
-        elif not SOURCE_DIR.is_dir():
-            raise ExtensionBuildError(f"its sources ({SOURCE_DIR}) are not installed; install from a source checkout")
-        else:
-            loaded = _load_just_in_time()
+            return Loaded(aot, None)
+        if not SOURCE_DIR.is_dir():
+            raise ExtensionBuildError(f"its sources ({SOURCE_DIR}) are not installed; reinstall hrnet-fast")
+        return _load_just_in_time()
     except ExtensionBuildError as exc:
         return exc
     except OSError as exc:  # a library that does not load (missing symbols, wrong torch)
         return ExtensionBuildError(f"loading it failed: {exc}")
-    register_python_parts(NAMESPACE)
-    return loaded
 
 
 def _load_just_in_time() -> Loaded:
@@ -270,21 +262,3 @@ def _load_just_in_time() -> Loaded:
         except ExtensionBuildError as exc:
             cuda_problem = f"the CUDA build failed, so the library was built for the CPU only: {exc}"
     return Loaded(build_and_load(LIBRARY_NAME, sources(False), with_cuda=False), cuda_problem)
-
-
-def _has_cuda_kernels() -> bool:
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"{NAMESPACE}::upsample_sum", "CUDA")
-
-
-def unavailable_reason(device_type: str) -> str | None:
-    """None when the extension's kernels for ``device_type`` ("cpu" or "cuda") can run here, else why.
-
-    For "cuda" it first checks for a GPU, so machines without one never build anything to say so.
-    """
-    if device_type == "cuda" and not torch.cuda.is_available():
-        return "no CUDA GPU is visible to torch"
-    try:
-        loaded = load()
-    except ExtensionBuildError as exc:
-        return f"the C++ extension is unavailable: {exc}"
-    return loaded.cuda_problem if device_type == "cuda" else None

@@ -66,6 +66,12 @@ class Progress:
         print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
+def _seg_predictor(model: torch.nn.Module, size: tuple[int, int]):
+    from .seg.estimator import SegEstimator
+
+    return SegEstimator(model, crop_size=size, max_batch=1).predict
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     device = _device(args.device)
     cuda = device.type == "cuda"
@@ -109,7 +115,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 arch, head, size, args.batch or default_batch, model_settings, backends=backends, progress=progress
             )
     if "seg" in suites_run:
-        found += bench_seg_end_to_end(seg_settings, backends=backends, progress=progress)
+        found += bench_seg_end_to_end(seg_settings, backends=backends, predictor=_seg_predictor, progress=progress)
     progress.done()
 
     meta = results.environment(device, " ".join(["hrnet-fast", *args.argv])) | {"copy_gb_per_s": copy_bw / 1e9}

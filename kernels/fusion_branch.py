@@ -1,4 +1,5 @@
-"""Triton kernel of ``fusion_branch`` (level 2): one output branch of the fusion step, fully fused.
+"""Triton kernel of the op ``fusion_branch`` (level 2; schema and math in
+``hrnet_fast/ops/fusion_branch_op.py``): one output branch of the fusion step, fully fused.
 
     out[p, :] = act( base[p, :] + bias
                    + sum_k sum_{tap, ci} down[k][n, ci, 2y - 1 + ty, 2x - 1 + tx] * Wd_k[tap, ci, :]
@@ -29,27 +30,27 @@ import torch
 import triton
 import triton.language as tl
 
+from ..layout import dense, memory_format_of, weight_layout
 from . import interpreted
 from .interp import check_index_range, dot, interp_load, offset, source_args, store
 
-TARGET_PROGRAMS = 264  # two waves on an H100/H200 (132 SMs)
 
-
-def launch_config(pixels: int, channels: int, element_size: int, bilinear: bool) -> dict:
+def launch_config(pixels: int, channels: int, element_size: int, bilinear: bool, sm_count: int) -> dict:
     """Tile sizes and pipelining for one branch, chosen for Hopper (no autotuning: a fixed choice
     per shape compiles once and is safe to capture in CUDA graphs).
 
     BLOCK_N covers the output channels up to 128 (every N tile re-gathers the A rows); BLOCK_P is
-    the largest of 128/64/32 pixels that still gives about two waves of programs; BLOCK_K = 64 for
-    16-bit maps read straight into the dot, 32 when the A tile is blended in registers (bilinear) or
-    is fp32, which also gets 2 pipeline stages instead of 3 to stay within shared memory.
-    ``benchmarks/compile_check.py`` prints the registers and shared memory of these choices."""
+    the largest of 128/64/32 pixels that still gives about two waves of programs over the device's
+    ``sm_count`` multiprocessors; BLOCK_K = 64 for 16-bit maps read straight into the dot, 32 when
+    the A tile is blended in registers (bilinear) or is fp32, which also gets 2 pipeline stages
+    instead of 3 to stay within shared memory. ``benchmarks/compile_check.py`` prints the registers
+    and shared memory of these choices."""
     if interpreted():  # fewer, larger programs: the interpreter runs them one by one in Python
         return {"BLOCK_P": 128, "BLOCK_N": 64, "BLOCK_K": 64, "num_warps": 4, "num_stages": 1}
     block_n = min(128, max(16, triton.next_power_of_2(channels)))
     n_tiles = triton.cdiv(channels, block_n)
     block_p = 128
-    while block_p > 32 and triton.cdiv(pixels, block_p) * n_tiles < TARGET_PROGRAMS:
+    while block_p > 32 and triton.cdiv(pixels, block_p) * n_tiles < 2 * sm_count:
         block_p //= 2
     light = element_size == 2 and not bilinear
     return {
@@ -151,7 +152,38 @@ def fusion_branch_kernel(
     store(out_ptr, acc, n, co, y, x, out_sn, out_sc, out_sh, out_sw, mask, RELU)
 
 
-def fusion_branch_forward(
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
+def fusion_branch(
+    base, down, down_weight, low, low_weight, bias, mode: str, align_corners: bool, relu: bool
+) -> torch.Tensor:
+    """The op ``fusion_branch``: maps made dense in base's layout, weights in (k, k, C_in, C_out)
+    memory (copies only where they are not), tiles chosen by :func:`launch_config`."""
+    fmt = memory_format_of(base)
+    maps = dense([base, *down, *low], fmt)
+    out = torch.empty_like(base)
+    n, c, h, w = base.shape
+    meta = launch_config(n * h * w, c, base.element_size(), mode == "bilinear", _sm_count(base.device))
+    launch_fusion_branch(
+        out,
+        maps[0],
+        maps[1 : 1 + len(down)],
+        [weight_layout(t) for t in down_weight],
+        maps[1 + len(down) :],
+        [weight_layout(t) for t in low_weight],
+        bias.contiguous(),
+        mode,
+        align_corners,
+        relu,
+        fmt == torch.channels_last,
+        meta,
+    )
+    return out
+
+
+def launch_fusion_branch(
     out: torch.Tensor,
     base: torch.Tensor,
     down: Sequence[torch.Tensor],
@@ -163,17 +195,16 @@ def fusion_branch_forward(
     align_corners: bool,
     relu: bool,
     channels_last: bool,
-    config: dict | None = None,
+    meta: dict,
 ) -> None:
-    """Write the fused branch into ``out`` (any strides), one launch.
+    """Write the fused branch into ``out`` (any strides), one launch with the tiles of ``meta``
+    (see :func:`launch_config`).
 
     Maps must be dense in the given layout, weights (C_out, C_in, k, k) with (k, k, C_in, C_out)
-    memory (``hrnet_fast.ops.fusion_branch.weight_layout``), bias contiguous. ``config`` overrides
-    :func:`launch_config` (for tuning sweeps)."""
+    memory (:func:`hrnet_fast.layout.weight_layout`), bias contiguous."""
     n, c, h, w = base.shape
     bilinear = mode == "bilinear"
     check_index_range(base, *down, *low)
-    meta = config or launch_config(n * h * w, c, base.element_size(), bilinear)
     grid = (triton.cdiv(n * h * w, meta["BLOCK_P"]), triton.cdiv(c, meta["BLOCK_N"]))
     fusion_branch_kernel[grid](
         out,

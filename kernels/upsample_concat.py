@@ -1,10 +1,13 @@
-"""Triton kernels of ``upsample_concat``: every branch interpolated to the first one's size, written
-straight into its channel slice of the concatenated output, in one launch.
+"""Triton kernels of the ops ``upsample_concat`` and ``upsample_concat_backward`` (schemas and math
+in ``hrnet_fast/ops/upsample_concat_op.py``): every branch interpolated to the first one's size,
+written straight into its channel slice of the concatenated output, in one launch.
 
     forward:  out[:, o_k : o_k + C_k] = interp(xs[k], size=(H, W))    o_k = C_0 + ... + C_{k-1}
     backward: d xs[0] = grad[:, :C_0];  d xs[k] = interp_adjoint(grad[:, o_k : o_k + C_k])  (interp.py)
 
-Inputs are dense in the layout of ``xs[0]``; ``out`` may have any strides.
+:func:`upsample_concat` and :func:`upsample_concat_backward` take the ops' arguments; the
+``launch_*`` functions write into given outputs, with inputs dense in the layout of ``xs[0]``;
+``out`` may have any strides.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..layout import dense, empty_like_layout, memory_format_of
 from .interp import (
     check_index_range,
     interp_adjoint,
@@ -88,7 +92,7 @@ def _first_channels(channels: Sequence[int]) -> tuple[int, ...]:
     return tuple(firsts)
 
 
-def upsample_concat_forward(
+def launch_upsample_concat(
     out: torch.Tensor, xs: Sequence[torch.Tensor], mode: str, align_corners: bool, channels_last: bool
 ) -> None:
     """Write cat([xs[0], interp(xs[1]), ...], dim=1) into ``out`` (any strides), one launch.
@@ -120,7 +124,7 @@ def upsample_concat_forward(
     )
 
 
-def upsample_concat_backward(
+def launch_upsample_concat_backward(
     grads: Sequence[torch.Tensor], grad: torch.Tensor, mode: str, align_corners: bool, channels_last: bool
 ) -> None:
     """Write the gradient of each input into ``grads[k]``: the first input's channel slice as is,
@@ -131,3 +135,23 @@ def upsample_concat_backward(
     grads[0].copy_(grad[:, : grads[0].shape[1]])
     for g_k, first in zip(grads[1:], firsts[1:], strict=True):
         interp_adjoint(g_k, grad, first, mode, align_corners, channels_last)
+
+
+def upsample_concat(xs, mode: str, align_corners: bool) -> torch.Tensor:
+    """The op ``upsample_concat``: inputs made dense in xs[0]'s layout (a copy only for mixed layouts)."""
+    fmt = memory_format_of(xs[0])
+    n, _, h, w = xs[0].shape
+    out = empty_like_layout(xs[0], (n, sum(x.shape[1] for x in xs), h, w))
+    launch_upsample_concat(out, dense(xs, fmt), mode, align_corners, fmt == torch.channels_last)
+    return out
+
+
+def upsample_concat_backward(grad, channels, hw, mode: str, align_corners: bool) -> list[torch.Tensor]:
+    """The op ``upsample_concat_backward``: the gradient of each input, in grad's layout."""
+    fmt = memory_format_of(grad)
+    n = grad.shape[0]
+    grads = [empty_like_layout(grad, (n, c, hw[2 * k], hw[2 * k + 1])) for k, c in enumerate(channels)]
+    launch_upsample_concat_backward(
+        grads, grad.contiguous(memory_format=fmt), mode, align_corners, fmt == torch.channels_last
+    )
+    return grads

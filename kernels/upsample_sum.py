@@ -1,10 +1,13 @@
-"""Triton kernels of ``upsample_sum`` (level 1 of the fusion step), forward and backward.
+"""Triton kernels of the ops ``upsample_sum`` and ``upsample_sum_backward`` (level 1 of the fusion
+step; schemas and math in ``hrnet_fast/ops/upsample_sum_op.py``).
 
     forward:  out = act(base + sum_k same[k] + sum_k interp(low[k], size=(H, W)))   one launch
     backward: g_m = grad * (out > 0) (ReLU) or grad;   d low[k] = interp_adjoint(g_m)  (interp.py)
 
-All maps are (N, C, ., .), dense in the layout of ``base`` (NCHW or channels_last); ``out`` may have
-any strides. Accumulation is fp32 and the result is rounded once to the maps' dtype.
+:func:`upsample_sum` and :func:`upsample_sum_backward` take the ops' arguments (the triton backend
+registers them as the ops' kernels); the ``launch_*`` functions below them write into given outputs,
+with every map dense in the layout of ``base`` (NCHW or channels_last); outputs may have any strides.
+Accumulation is fp32 and the result is rounded once to the maps' dtype.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..layout import dense, empty_like_layout, memory_format_of
 from .interp import (
     check_index_range,
     in_layout,
@@ -108,7 +112,7 @@ def relu_grad_kernel(
     store(out_ptr, g, n, c, yy, x, out_sn, out_sc, out_sh, out_sw, mask, False)
 
 
-def upsample_sum_forward(
+def launch_upsample_sum(
     out: torch.Tensor,
     base: torch.Tensor,
     same: Sequence[torch.Tensor],
@@ -148,7 +152,7 @@ def upsample_sum_forward(
     )
 
 
-def upsample_sum_backward(
+def launch_upsample_sum_backward(
     grad_base: torch.Tensor,
     grad_low: Sequence[torch.Tensor],
     grad: torch.Tensor,
@@ -183,3 +187,26 @@ def upsample_sum_backward(
     g_m = in_layout(grad_base, channels_last)  # the adjoint reads a dense map in grad's layout
     for t in grad_low:
         interp_adjoint(t, g_m, 0, mode, align_corners, channels_last)
+
+
+def upsample_sum(base, same, low, mode: str, align_corners: bool, relu: bool) -> torch.Tensor:
+    """The op ``upsample_sum``: maps made dense in base's layout (a copy only for mixed layouts)."""
+    fmt = memory_format_of(base)
+    maps = dense([base, *same, *low], fmt)
+    out = torch.empty_like(base)
+    channels_last = fmt == torch.channels_last
+    launch_upsample_sum(
+        out, maps[0], maps[1 : 1 + len(same)], maps[1 + len(same) :], mode, align_corners, relu, channels_last
+    )
+    return out
+
+
+def upsample_sum_backward(grad, out, low_hw, mode: str, align_corners: bool, relu: bool):
+    """The op ``upsample_sum_backward``: (g_m, [d low[k]]) in grad's layout."""
+    fmt = memory_format_of(grad)
+    grad, out = dense([grad, out], fmt)
+    n, c = grad.shape[:2]
+    grad_base = torch.empty_like(grad)
+    grad_low = [empty_like_layout(grad, (n, c, *low_hw[k : k + 2])) for k in range(0, len(low_hw), 2)]
+    launch_upsample_sum_backward(grad_base, grad_low, grad, out, mode, align_corners, relu, fmt == torch.channels_last)
+    return grad_base, grad_low

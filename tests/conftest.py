@@ -15,7 +15,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import hrnet_fast
-from hrnet_fast.ops import backends
+from hrnet_fast.ops import registry
 
 
 def pytest_collection_modifyitems(config, items):
@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _default_backend(monkeypatch):
-    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    monkeypatch.delenv(registry.ENV_VAR, raising=False)
     hrnet_fast.set_backend(None)
     yield
     hrnet_fast.set_backend(None)

@@ -8,14 +8,14 @@ import torch
 import hrnet_fast
 from hrnet_fast import BackendUnavailableError, HRNet
 from hrnet_fast.nn import MultiResolutionFusion
-from hrnet_fast.ops import backends, known_backends, resolve_backend, upsample_sum
+from hrnet_fast.ops import known_backends, registry, resolve_backend, upsample_sum
 
 UNAVAILABLE = [name for name, why in hrnet_fast.backend_status().items() if why is not None]
 
 
 def test_reference_is_always_available_and_every_other_backend_says_why_not():
     status = hrnet_fast.backend_status()
-    assert set(status) == set(known_backends()) == {"reference", "triton", "cuda", "cpu"}
+    assert set(status) == set(known_backends()) == {"reference", "triton", "cpp"}
     assert status["reference"] is None
     assert "reference" in hrnet_fast.available_backends("cpu")
     for name in UNAVAILABLE:
@@ -26,7 +26,7 @@ def test_selection_precedence_call_then_set_backend_then_environment(monkeypatch
     cpu = torch.device("cpu")
     assert hrnet_fast.get_backend() == "auto"
     assert resolve_backend(None, cpu) in hrnet_fast.available_backends("cpu")
-    monkeypatch.setenv(backends.ENV_VAR, "reference")
+    monkeypatch.setenv(registry.ENV_VAR, "reference")
     assert hrnet_fast.get_backend() == "reference"
     hrnet_fast.set_backend("auto")
     assert hrnet_fast.get_backend() == "auto"
@@ -43,7 +43,7 @@ def test_unknown_backend_names_are_rejected_everywhere(monkeypatch):
         HRNet("w18_small_v1", backend="fast")
     with pytest.raises(ValueError, match="unknown backend 'fast'"):
         upsample_sum(torch.randn(1, 2, 4, 4), backend="fast")
-    monkeypatch.setenv(backends.ENV_VAR, "fast")
+    monkeypatch.setenv(registry.ENV_VAR, "fast")
     with pytest.raises(ValueError, match=r"from \$HRNET_FAST_BACKEND"):
         hrnet_fast.get_backend()
 

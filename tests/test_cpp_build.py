@@ -1,9 +1,9 @@
-"""Building and loading the C++ extension: schemas, laziness, cache, failures, coexistence with the
-Python fragments of the namespace, and what the backend registry reports."""
+"""Building and loading the C++ extension: its kernels against the Python schemas, laziness, cache,
+failures, coexistence with the Python fragments of the namespace, and what the backend registry
+reports."""
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -15,7 +15,7 @@ import torch
 
 import hrnet_fast
 from hrnet_fast import BackendUnavailableError, _ext
-from hrnet_fast.ops import backends, resolve_backend, upsample_sum
+from hrnet_fast.ops import registry, resolve_backend, upsample_sum
 
 
 def _run_python(code: str) -> str:
@@ -27,18 +27,31 @@ def _run_python(code: str) -> str:
     return result.stdout
 
 
-def test_the_cpp_schemas_are_the_python_ones():
-    _ext.load()
-    for op in ("upsample_sum", "upsample_concat"):
-        module = importlib.import_module(f"hrnet_fast.ops.{op}")
-        for name, schema in ((op, module.FORWARD_SCHEMA), (f"{op}_backward", module.BACKWARD_SCHEMA)):
-            assert str(getattr(torch.ops.hrnet_fast, name).default._schema) == f"hrnet_fast::{name}{schema}"
+def test_every_cpp_kernel_serves_an_op_defined_once_in_python():
+    assert hrnet_fast.backend_status()["cpp"] is None
+    specs = registry.op_specs()
+    for op in ("upsample_sum", "upsample_sum_backward", "upsample_concat", "upsample_concat_backward"):
+        schema = getattr(torch.ops.hrnet_fast, f"{op}_cpp").default._schema
+        assert str(schema) == f"hrnet_fast::{op}_cpp{specs[op].schema}"
+    assert not [i for i in torch._C._dispatch_find_dangling_impls() if "name: hrnet_fast::" in i]
 
 
-def test_auto_picks_the_cpu_backend_on_cpu_tensors():
-    assert hrnet_fast.backend_status()["cpu"] is None
-    assert resolve_backend(None, torch.device("cpu")) == "cpu"
-    assert "cpu" in hrnet_fast.available_backends("cpu")
+def test_auto_picks_the_cpp_backend_on_cpu_tensors():
+    assert resolve_backend(None, torch.device("cpu")) == "cpp"
+    assert "cpp" in hrnet_fast.available_backends("cpu")
+
+
+def test_a_kernel_for_an_op_no_module_defines_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv(_ext.CACHE_ENV, str(tmp_path / "cache"))
+    source = tmp_path / "stray.cpp"
+    source.write_text(
+        "#include <ATen/core/Tensor.h>\n#include <torch/library.h>\n"
+        "at::Tensor twice(const at::Tensor& x) { return x.mul(2); }\n"
+        'TORCH_LIBRARY_IMPL(hrnet_fast_stray_test, CPU, m) { m.impl("no_such_op_cpp", &twice); }\n'
+    )
+    _ext.build_and_load("hrnet_fast_stray_test", [source], with_cuda=False)
+    with pytest.raises(RuntimeError, match="no op module defines: hrnet_fast_stray_test::no_such_op_cpp"):
+        registry.OpLibrary("hrnet_fast_stray_test", "cpp").define_compiled(("cpu",))
 
 
 def test_importing_hrnet_fast_neither_builds_nor_loads_the_extension():
@@ -54,7 +67,7 @@ def test_importing_hrnet_fast_neither_builds_nor_loads_the_extension():
 
 
 def test_the_library_loads_next_to_python_fragments_of_its_namespace():
-    """The Triton backend defines hrnet_fast::*_triton ops from Python; either may come first."""
+    """Other fragments of the namespace (the Triton backend's ops) may come before or after it."""
     out = _run_python(
         """
         import torch
@@ -66,15 +79,15 @@ def test_the_library_loads_next_to_python_fragments_of_its_namespace():
         def concat(x: torch.Tensor) -> torch.Tensor:
             return x * 3
 
-        from hrnet_fast import _ext
-        _ext.load()
+        import hrnet_fast
+        assert hrnet_fast.backend_status()["cpp"] is None  # loads the library, defines its ops
         after = torch.library.Library("hrnet_fast", "FRAGMENT")
         after.define("later_op(Tensor x) -> Tensor")
         after.impl("later_op", lambda x: x * 4, "CompositeExplicitAutograd")
 
         x = torch.ones(1, 2, 4, 4)
         ops = torch.ops.hrnet_fast
-        fused = ops.upsample_sum(x, [x], [torch.ones(1, 2, 2, 2)], "nearest", False, True)
+        fused = ops.upsample_sum_cpp(x, [x], [torch.ones(1, 2, 2, 2)], "nearest", False, True)
         print(ops.upsample_sum_triton(x).mean().item(), ops.upsample_concat_triton(x).mean().item(),
               ops.later_op(x).mean().item(), fused.mean().item())
         """
@@ -102,16 +115,16 @@ def failing_extension(monkeypatch):
         raise _ext.ExtensionBuildError("building it failed: ops.cpp:1:1: error: boom (full log: /x)")
 
     monkeypatch.setattr(_ext, "load", load)
-    backends.unavailable_reason.cache_clear()
+    registry.unavailable_reason.cache_clear()
     yield
-    backends.unavailable_reason.cache_clear()
+    registry.unavailable_reason.cache_clear()
 
 
 def test_when_the_build_fails_the_backend_says_why_and_the_rest_keeps_working(failing_extension):
-    reason = hrnet_fast.backend_status()["cpu"]
+    reason = hrnet_fast.backend_status()["cpp"]
     assert reason.startswith("the C++ extension is unavailable: building it failed: ops.cpp:1:1: error: boom")
-    with pytest.raises(BackendUnavailableError, match="backend 'cpu' is not available: .*error: boom"):
-        hrnet_fast.set_backend("cpu")
+    with pytest.raises(BackendUnavailableError, match="backend 'cpp' is not available: .*error: boom"):
+        hrnet_fast.set_backend("cpp")
     x = torch.randn(1, 2, 4, 4)
     assert resolve_backend(None, x.device) == "reference"
     torch.testing.assert_close(upsample_sum(x, [x]), (2 * x).relu())

@@ -1,6 +1,7 @@
 // Test-only library: the CUDA kernels of csrc/cuda/upsample_sum_kernel.cuh compiled for the host and
 // run thread by thread (every block, every thread of each launch, in a loop), behind the same op
-// frontend as the real backends, as the CPU kernels of the namespace hrnet_fast_emulated_cuda. The
+// frontend as the real backends, as the CPU kernels of the ops hrnet_fast_emulated_cuda::<op>_cpp
+// (defined from Python with the registry's schemas, like the cpp backend's). The
 // tests run it like the cpu and cuda backends, so the CUDA indexing, vectorization choices and tails
 // are checked on machines without a GPU. A launch here takes at most 4096 elements, so tests with a
 // few samples of a few thousand elements run the batch split of large tensors.
@@ -10,7 +11,6 @@
 
 #include "cuda/upsample_sum_kernel.cuh"
 #include "op_frontend.h"
-#include "schemas.h"
 
 namespace {
 
@@ -69,11 +69,9 @@ std::vector<at::Tensor> upsample_concat_backward_emulated(const at::Tensor& grad
 
 }  // namespace
 
-TORCH_LIBRARY(hrnet_fast_emulated_cuda, m) { hrnet_fast::define_ops(m); }
-
 TORCH_LIBRARY_IMPL(hrnet_fast_emulated_cuda, CPU, m) {
-  m.impl("upsample_sum", &upsample_sum_emulated);
-  m.impl("upsample_sum_backward", &upsample_sum_backward_emulated);
-  m.impl("upsample_concat", &upsample_concat_emulated);
-  m.impl("upsample_concat_backward", &upsample_concat_backward_emulated);
+  m.impl("upsample_sum_cpp", &upsample_sum_emulated);
+  m.impl("upsample_sum_backward_cpp", &upsample_sum_backward_emulated);
+  m.impl("upsample_concat_cpp", &upsample_concat_emulated);
+  m.impl("upsample_concat_backward_cpp", &upsample_concat_backward_emulated);
 }

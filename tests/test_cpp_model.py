@@ -1,4 +1,4 @@
-"""Whole models with the C++ extension's backends against the same models on the reference backend."""
+"""Whole models with the C++ extension (backend cpp) against the same models on the reference backend."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_w32_pose_with_the_extension_matches_the_reference(device, fmt):
     with torch.inference_mode():
         model.backend = "reference"
         ref = model(x)
-        model.backend = device
+        model.backend = "cpp"
         out = model(x)
     assert out.shape == (2, 17, 32, 24)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
@@ -39,12 +39,12 @@ def test_training_a_bilinear_seg_model_gives_the_reference_gradients():
     model = HRNet("w18_small_v1", head="seg", upsample="bilinear", num_classes=5).train()
     x = torch.randn(2, 3, 70, 58)
     grads = {}
-    for backend in ("reference", "cpu"):
+    for backend in ("reference", "cpp"):
         model.backend = backend
         model.zero_grad()
         out = model(x)
         out.square().mean().backward()
         grads[backend] = (out.detach(), [p.grad.clone() for p in model.parameters()])
-    torch.testing.assert_close(grads["cpu"][0], grads["reference"][0], rtol=1e-4, atol=1e-5)
-    for got, want in zip(grads["cpu"][1], grads["reference"][1], strict=True):
+    torch.testing.assert_close(grads["cpp"][0], grads["reference"][0], rtol=1e-4, atol=1e-5)
+    for got, want in zip(grads["cpp"][1], grads["reference"][1], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)

@@ -1,42 +1,42 @@
-"""The C++ extension's ops against the reference: backends ``cpu`` and ``cuda``, and the CUDA kernels
-emulated on the host (``test_cpp_emulated_cuda.cpp``: the same kernel code run thread by thread, so
+"""The C++ extension's ops (backend ``cpp``) against the reference: its CPU and CUDA kernels, and the
+CUDA kernels emulated on the host (``test_cpp_emulated_cuda.cpp``: the same kernel code run thread by thread, so
 the CUDA indexing and tails are checked without a GPU).
 
 Outputs are poisoned (torch's deterministic mode fills every fresh tensor with NaN), so an element a
-kernel forgets to write fails. fp32/fp64 results must match the reference to rounding; fp16/bf16
-results are judged against a float64 computation: at most twice the reference's own error there.
+kernel forgets to write fails. Results are judged by :func:`hrnet_fast.testing.assert_matches`:
+fp32/fp64 to rounding; fp16/bf16 at most twice as far from float64 as the reference's own error.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import pytest
 import torch
 
+import hrnet_fast
 from hrnet_fast import _ext
-from hrnet_fast.ops import upsample_concat, upsample_sum
-
-sum_mod = importlib.import_module("hrnet_fast.ops.upsample_sum")
-concat_mod = importlib.import_module("hrnet_fast.ops.upsample_concat")
+from hrnet_fast.ops import registry, upsample_concat, upsample_sum
+from hrnet_fast.ops import upsample_concat_op as concat_mod
+from hrnet_fast.ops import upsample_sum_op as sum_mod
+from hrnet_fast.testing import assert_matches
 
 EMULATED = "hrnet_fast_emulated_cuda"
-LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 @pytest.fixture(scope="session")
 def emulated_ops():
-    """The emulated CUDA kernels as the CPU kernels of the namespace hrnet_fast_emulated_cuda."""
-    _ext.load()  # the Python op modules first, as in real use
+    """The emulated CUDA kernels as the CPU kernels of the ops hrnet_fast_emulated_cuda::<op>_cpp."""
     source = Path(__file__).resolve().parent / "test_cpp_emulated_cuda.cpp"
     _ext.build_and_load(EMULATED, [source, _ext.SOURCE_DIR / "op_frontend.cpp"], with_cuda=False)
-    _ext.register_python_parts(EMULATED)
-    return getattr(torch.ops, EMULATED)
+    library = registry.OpLibrary(EMULATED, "cpp")
+    library.define_compiled(("cpu",))
+    return library
 
 
 GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 DTYPES_OF = {"cpu": (torch.float64, *GPU_DTYPES), "cuda": GPU_DTYPES, "emulated-cuda": GPU_DTYPES}
+# The cpp backend's kernels on each device, and the emulated CUDA kernels.
 TARGETS = [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.cuda), pytest.param("emulated-cuda")]
 # Every target with every dtype its kernels take.
 TARGET_DTYPES = [
@@ -61,8 +61,8 @@ class Target:
 def target(request):
     if request.param == "emulated-cuda":
         return Target(request.param, request.getfixturevalue("emulated_ops"), "cpu")
-    _ext.load()
-    return Target(request.param, torch.ops.hrnet_fast, request.param)
+    assert hrnet_fast.backend_status()["cpp"] is None
+    return Target(request.param, registry.OpLibrary("hrnet_fast", "cpp"), request.param)
 
 
 @pytest.fixture(autouse=True)
@@ -79,18 +79,6 @@ def poisoned_outputs():
 
 def test_poisoning_is_on():
     assert torch.empty(64).isnan().all()
-
-
-def assert_matches(got, ref_same_dtype, ref_float64):
-    """Rounding-level agreement in fp32/fp64; in fp16/bf16 at most 2x the reference's own error."""
-    assert got.dtype == ref_same_dtype.dtype and got.shape == ref_same_dtype.shape
-    assert not got.isnan().any(), "an output element was not written (still NaN)"
-    if got.dtype not in LOW_PRECISION:
-        torch.testing.assert_close(got, ref_same_dtype)
-        return
-    err = (got.double() - ref_float64).abs().max().item()
-    ref_err = (ref_same_dtype.double() - ref_float64).abs().max().item()
-    assert err <= 2 * ref_err + torch.finfo(got.dtype).eps, f"error {err:.3g} vs the reference's {ref_err:.3g}"
 
 
 def _f64(ts):
@@ -223,19 +211,19 @@ def test_batches_larger_than_one_launch_are_split(emulated_ops):
         emulated_ops.upsample_sum(target.randn((1, 4, 40, 40), torch.float32), [], [], "nearest", False, True)
 
 
-@pytest.mark.parametrize("name", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
-def test_the_public_ops_compile_with_no_graph_break_and_keep_the_fused_op(name):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_the_public_ops_compile_with_no_graph_break_and_keep_the_fused_op(device):
     from torch._dynamo.testing import EagerAndRecordGraphs
 
     def f(base, low, xs):
         return (
-            upsample_sum(base, [], low, mode="nearest", backend=name).sum()
-            + upsample_concat(xs, mode="bilinear", backend=name).sum()
+            upsample_sum(base, [], low, mode="nearest", backend="cpp").sum()
+            + upsample_concat(xs, mode="bilinear", backend="cpp").sum()
         )
 
-    base = torch.randn(2, 4, 9, 8, device=name, requires_grad=True)
-    low = [torch.randn(2, 4, 5, 4, device=name, requires_grad=True)]
-    xs = [torch.randn(2, 4, 9, 8, device=name), torch.randn(2, 3, 4, 4, device=name, requires_grad=True)]
+    base = torch.randn(2, 4, 9, 8, device=device, requires_grad=True)
+    low = [torch.randn(2, 4, 5, 4, device=device, requires_grad=True)]
+    xs = [torch.randn(2, 4, 9, 8, device=device), torch.randn(2, 3, 4, 4, device=device, requires_grad=True)]
     recorder = EagerAndRecordGraphs()
     torch._dynamo.reset()
     compiled = torch.compile(f, fullgraph=True, backend=recorder)
@@ -243,8 +231,8 @@ def test_the_public_ops_compile_with_no_graph_break_and_keep_the_fused_op(name):
     compiled(base, low, xs).backward()
     assert base.grad is not None and low[0].grad is not None and xs[1].grad is not None
     called = {node.target for g in recorder.graphs for node in g.graph.nodes if node.op == "call_function"}
-    assert torch.ops.hrnet_fast.upsample_sum in called  # dynamo keeps the op packet
-    assert torch.ops.hrnet_fast.upsample_concat in called
+    assert torch.ops.hrnet_fast.upsample_sum_cpp in called  # dynamo keeps the op packet
+    assert torch.ops.hrnet_fast.upsample_concat_cpp in called
 
 
 def test_bad_inputs_raise_clear_errors(target):

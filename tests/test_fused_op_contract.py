@@ -1,47 +1,39 @@
-"""The contract every fused backend fills: two custom ops per op with the shared schemas, registered
-through ``register_fused``. Here the ops wrap the reference, so these tests check the contract
-itself (fake shapes and layouts, the autograd formula, opcheck, torch.compile) once for all backends.
+"""The contract every fused backend fills: each op of the registry defined as a custom op by
+``OpLibrary`` from its one schema, with the op's fake implementation, autograd formula (including
+double backward) and autocast rule. Here the custom ops run the reference compositions, so these
+tests check the contract itself (fake shapes and layouts, gradients, opcheck, torch.compile) once for
+all backends.
 """
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 
-# The op modules, not the functions of the same name that hrnet_fast.ops re-exports.
-sum_mod = importlib.import_module("hrnet_fast.ops.upsample_sum")
-concat_mod = importlib.import_module("hrnet_fast.ops.upsample_concat")
-
-NS = "hrnet_fast_contract_test"
+from hrnet_fast.ops import registry
+from hrnet_fast.ops import upsample_concat_op as concat_mod
+from hrnet_fast.ops import upsample_sum_op as sum_mod
 
 
-def _fresh(out, inputs):
-    return out.clone() if any(out is t for t in inputs) else out
+def _fresh(fn):
+    """``fn`` for a custom op, which may not return one of its inputs."""
+
+    def run(*args):
+        out = fn(*args)
+        inputs = [t for a in args for t in (a if isinstance(a, list) else [a])]
+        return out.clone() if any(out is t for t in inputs) else out
+
+    return run
 
 
-def _define():
-    lib = torch.library.Library(NS, "FRAGMENT")
-    lib.define("upsample_sum" + sum_mod.FORWARD_SCHEMA)
-    lib.define("upsample_sum_backward" + sum_mod.BACKWARD_SCHEMA)
-    lib.define("upsample_concat" + concat_mod.FORWARD_SCHEMA)
-    lib.define("upsample_concat_backward" + concat_mod.BACKWARD_SCHEMA)
-    lib.impl(
-        "upsample_sum",
-        lambda base, same, low, *a: _fresh(sum_mod.upsample_sum_reference(base, same, low, *a), [base]),
-        "CompositeExplicitAutograd",
-    )
-    lib.impl("upsample_sum_backward", sum_mod.upsample_sum_backward_reference, "CompositeExplicitAutograd")
-    lib.impl("upsample_concat", concat_mod.upsample_concat_reference, "CompositeExplicitAutograd")
-    lib.impl("upsample_concat_backward", concat_mod.upsample_concat_backward_reference, "CompositeExplicitAutograd")
-    sum_mod.register_fused(f"{NS}::upsample_sum", f"{NS}::upsample_sum_backward")
-    concat_mod.register_fused(f"{NS}::upsample_concat", f"{NS}::upsample_concat_backward")
-    return lib
+def _define() -> registry.OpLibrary:
+    library = registry.OpLibrary("hrnet_fast_contract_test", "ref")
+    for op, spec in registry.op_specs().items():
+        library.define(op, {"CompositeExplicitAutograd": _fresh(spec.reference)})
+    return library
 
 
-_LIB = _define()
-OPS = getattr(torch.ops, NS)
+OPS = _define()
 
 CASES = [
     ("nearest", False, True, (1, 4, 9, 7), [(5, 4), (3, 2)], 1),
@@ -85,6 +77,18 @@ def test_upsample_concat_contract_gradients_and_opcheck(ac, fmt):
     for a, b in zip(torch.autograd.grad(out, xs, g), torch.autograd.grad(ref, xs, g), strict=True):
         torch.testing.assert_close(a, b)
     torch.library.opcheck(OPS.upsample_concat.default, (xs, "bilinear", ac))
+
+
+@pytest.mark.parametrize(("mode", "ac", "relu", "shape", "low_hw", "num_same"), CASES)
+def test_upsample_sum_contract_double_backward(mode, ac, relu, shape, low_hw, num_same):
+    base, same, low = _sum_inputs(shape, low_hw, num_same, torch.contiguous_format)
+    fn = lambda *ts: OPS.upsample_sum(ts[0], list(ts[1 : 1 + num_same]), list(ts[1 + num_same :]), mode, ac, relu)  # noqa: E731
+    assert torch.autograd.gradgradcheck(fn, (base, *same, *low))
+
+
+def test_upsample_concat_contract_double_backward():
+    xs = [torch.randn(s, dtype=torch.float64, requires_grad=True) for s in [(1, 2, 7, 6), (1, 3, 4, 3), (1, 1, 2, 2)]]
+    assert torch.autograd.gradgradcheck(lambda *ts: OPS.upsample_concat(list(ts), "bilinear", True), tuple(xs))
 
 
 def test_contract_ops_compile_with_no_graph_break():

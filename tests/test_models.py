@@ -11,7 +11,7 @@ import torch
 from official_data import OFFICIAL, official_outputs, official_shapes, synthetic_input, synthetic_state_dict
 
 from hrnet_fast import ARCHS, HEADS, HRNet
-from hrnet_fast.models import PoseHRNet, SegHRNet
+from hrnet_fast.models import Head, heads, register_head
 from hrnet_fast.nn import MultiResolutionFusion
 
 
@@ -124,10 +124,9 @@ def test_training_step_gives_finite_gradients_to_every_parameter():
     assert fuse_grad.abs().sum() > 0
 
 
-def test_head_classes_are_hrnet_and_survive_copy_and_pickle():
+def test_hrnet_is_a_plain_class_whose_heads_survive_copy_and_pickle():
     model = HRNet("w18_small_v1", head="pose")
-    assert type(model) is PoseHRNet and isinstance(model, HRNet)
-    assert type(SegHRNet("w18_small_v1")) is SegHRNet
+    assert type(model) is HRNet and model.head == "pose" and "__new__" not in vars(HRNet)
     clone = copy.deepcopy(model)
     again = pickle.loads(pickle.dumps(model))
     x = torch.randn(1, 3, 32, 32)
@@ -137,13 +136,38 @@ def test_head_classes_are_hrnet_and_survive_copy_and_pickle():
         torch.testing.assert_close(again.eval()(x), ref)
 
 
-def test_unknown_arch_head_and_conflicting_head_are_clear_errors():
+class _MeanHead(Head):
+    """A head added from outside the package: the mean of each stage-4 branch."""
+
+    name = "test-mean"
+
+    def __init__(self, scale: float = 1.0):
+        self.scale = scale
+
+    def build(self, model):
+        model.mean_scale = torch.nn.Parameter(torch.tensor(self.scale))
+
+    def forward(self, model, features):
+        return torch.cat([f.mean((2, 3)) for f in features], dim=1) * model.mean_scale
+
+
+def test_a_registered_head_builds_like_the_official_ones(monkeypatch):
+    monkeypatch.setitem(heads.HEADS, "test-mean", _MeanHead)
+    model = HRNet("w18_small_v1", head="test-mean", scale=2.0).eval()
+    assert "mean_scale" in model.state_dict()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = torch.cat([f.mean((2, 3)) for f in model.forward_features(x)], dim=1) * 2
+        torch.testing.assert_close(model(x), expected)
+    with pytest.raises(ValueError, match="registered twice"):
+        register_head(_MeanHead)
+
+
+def test_unknown_arch_head_and_wrong_head_keywords_are_clear_errors():
     with pytest.raises(ValueError, match="unknown HRNet arch 'w33'.*w18_small_v1"):
         HRNet("w33")
     with pytest.raises(ValueError, match="unknown head 'depth'.*pose"):
         HRNet("w32", head="depth")
-    with pytest.raises(ValueError, match="is the 'pose' head"):
-        PoseHRNet("w32", head="seg")
     with pytest.raises(TypeError, match="num_classes"):
         HRNet("w32", head="pose", num_classes=3)
     with pytest.raises(ValueError, match="upsampling mode"):

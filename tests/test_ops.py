@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hrnet_fast.ops import upsample_concat, upsample_sum
+from hrnet_fast import available_backends
+from hrnet_fast.ops import fusion_branch, upsample_concat, upsample_sum
 
 
 def _nearest_index(dst: int, src: int) -> torch.Tensor:
@@ -71,3 +72,21 @@ def test_upsample_sum_rejects_bad_inputs():
         upsample_sum(base, mode="nearest", align_corners=True)
     with pytest.raises(ValueError, match="at least one tensor"):
         upsample_concat([])
+
+
+@pytest.mark.parametrize("backend", available_backends("cpu"))
+def test_empty_maps_get_one_clear_error_on_every_backend(backend):
+    """One input check before any backend runs (a zero-sized map used to crash the Triton backend)."""
+    base, low = torch.randn(1, 4, 6, 6), torch.randn(1, 4, 3, 3)
+    weights = ([], [], [low], [torch.randn(4, 4, 1, 1)], torch.randn(4))
+    for empty in [torch.randn(1, 4, 0, 3), torch.randn(1, 4, 3, 0)]:
+        with pytest.raises(ValueError, match=r"low\[0\] is empty .* channels, height and width must be >= 1"):
+            upsample_sum(base, low=[empty], backend=backend)
+        with pytest.raises(ValueError, match=r"xs\[1\] is empty"):
+            upsample_concat([base, empty], backend=backend)
+    with pytest.raises(ValueError, match=r"xs\[1\] is empty \(shape \(1, 0, 3, 3\)\)"):
+        upsample_concat([base, torch.randn(1, 0, 3, 3)], backend=backend)
+    with pytest.raises(ValueError, match=r"base is empty"):
+        fusion_branch(base[..., :0], *weights, backend=backend)
+    empty_batch = upsample_sum(base[:0], low=[low[:0]], backend=backend)  # a batch of 0 is fine
+    assert empty_batch.shape == (0, 4, 6, 6)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,10 +9,9 @@ from torch import nn
 
 from hrnet_fast import HEADS, HRNet, available_backends, optimize
 from hrnet_fast.nn import FoldedConv, fold_conv_bn
-from hrnet_fast.ops import backends, conv_bias_act, conv_bias_act_reference
-
-conv_act_mod = importlib.import_module("hrnet_fast.ops.conv_act")
-sum_mod = importlib.import_module("hrnet_fast.ops.upsample_sum")
+from hrnet_fast.ops import conv_act as conv_act_mod
+from hrnet_fast.ops import conv_bias_act, conv_bias_act_reference, registry
+from hrnet_fast.testing import assert_matches
 
 
 def trained_like(model: nn.Module) -> nn.Module:
@@ -63,14 +60,12 @@ def test_bf16_engine_error_is_within_twice_the_reference_implementations_own_bf1
     x = torch.randn(2, 3, 64, 48)
     with torch.no_grad():
         exact = model.double()(x.double())
-        own = model.bfloat16()(x.bfloat16()).double()
+        own = model.bfloat16()(x.bfloat16())
     model.float()
     engine = optimize(model, dtype=torch.bfloat16)
     out = engine(x)
     assert out.dtype == torch.bfloat16
-    ours = (out.double() - exact).abs().mean().item()
-    theirs = (own - exact).abs().mean().item()
-    assert ours <= 2 * theirs, (ours, theirs)
+    assert_matches(out, own, exact, "bf16 engine, mean error", mean=True)
 
 
 def test_optimize_copies_and_never_changes_the_original():
@@ -122,8 +117,7 @@ def test_fused_conv_epilogue_matches_the_composition(dtype, residual, relu):
     out = conv_bias_act(x, w, b, stride=2, padding=1, residual=r, relu=relu)
     exact = conv_bias_act_reference(x.double(), w.double(), b.double(), 2, 1, None if r is None else r.double(), relu)
     ref = conv_bias_act_reference(x, w, b, 2, 1, r, relu)
-    err, own = (out.double() - exact).abs().max(), (ref.double() - exact).abs().max()
-    assert err <= 2 * own + 1e-6, (err, own)
+    assert_matches(out, ref, exact, "fused conv epilogue", twice_reference=True)
 
 
 def test_compiles_with_no_graph_break():
@@ -134,28 +128,35 @@ def test_compiles_with_no_graph_break():
 
 
 @pytest.fixture
-def poisoned_cpu_backend(monkeypatch):
-    """Pretend a fused ``cpu`` backend exists whose kernel must never run (it raises)."""
+def poisoned_backend(monkeypatch):
+    """A fused backend ``poisoned`` whose upsample_sum kernel must never run (it raises)."""
 
     def kernel(*args):
         raise AssertionError("a fused kernel ran during export")
 
-    monkeypatch.setitem(backends._REGISTRY, "cpu", backends.Backend("cpu", ("cpu",), lambda: None, "poisoned"))
-    monkeypatch.setitem(sum_mod._IMPLS, "cpu", kernel)
-    backends.unavailable_reason.cache_clear()
+    dtypes = {"cpu": frozenset({torch.float32})}
+    backend = registry.Backend(
+        "poisoned",
+        "test",
+        lambda: None,
+        lambda device_type: None,
+        lambda: {"upsample_sum": registry.Kernel(kernel, dtypes)},
+    )
+    monkeypatch.setitem(registry._BACKENDS, "poisoned", backend)
+    registry.unavailable_reason.cache_clear()
     yield
-    backends.unavailable_reason.cache_clear()
+    registry.unavailable_reason.cache_clear()
 
 
-def test_export_and_tracing_run_the_reference_ops(poisoned_cpu_backend, tmp_path):
-    model = trained_like(HRNet("w18_small_v1", head="pose", backend="cpu"))
+def test_export_and_tracing_run_the_reference_ops(poisoned_backend, tmp_path):
+    model = trained_like(HRNet("w18_small_v1", head="pose", backend="poisoned"))
     x = torch.randn(1, 3, 64, 48)
     with pytest.raises(AssertionError, match="fused kernel ran"):
         model(x)
     model.backend = "reference"
     with torch.no_grad():
         ref = model(x)
-    model.backend = "cpu"
+    model.backend = "poisoned"
     traced = torch.jit.trace(model, x, check_trace=False)
     torch.testing.assert_close(traced(x), ref)
     torch.onnx.export(model, (x,), tmp_path / "pose.onnx", dynamo=False)

@@ -7,12 +7,16 @@ import torch
 from hrnet_fast.bench import report
 from hrnet_fast.bench.seg import BASELINE, bench_seg_end_to_end
 from hrnet_fast.bench.suites import OPTIMIZE, Settings
+from hrnet_fast.seg import SegEstimator
 
 
 def test_seg_rows_time_each_runner_with_its_peak_memory():
     settings = Settings(torch.device("cpu"), torch.float32, warmup=0, iters=1)
-    found = bench_seg_end_to_end(settings, backends=["reference", "cpu"], arch="w18_small_v1", size=(64, 128))
-    assert [r.backend for r in found] == [BASELINE, "cpu", OPTIMIZE]  # reference fp32 NCHW is the baseline
+    predictor = lambda model, size: SegEstimator(model, crop_size=size, max_batch=1).predict  # noqa: E731
+    found = bench_seg_end_to_end(
+        settings, backends=["reference", "cpp"], predictor=predictor, arch="w18_small_v1", size=(64, 128)
+    )
+    assert [r.backend for r in found] == [BASELINE, "cpp", OPTIMIZE]  # reference fp32 NCHW is the baseline
     assert found[0].speedup == 1.0 and found[0].max_abs_err == 0.0
     for r in found:
         assert r.suite == "seg" and r.case == "seg w18_small_v1 64x128 end to end, float32 NCHW"

@@ -12,11 +12,11 @@ from torch import nn
 from triton_helpers import (
     DEVICES,
     exact_fp32,  # noqa: F401  (an autouse fixture)
-    judge,
 )
 
 from hrnet_fast import HRNet
 from hrnet_fast.nn import MultiResolutionFusion, folded_fusion
+from hrnet_fast.testing import assert_matches
 
 CHANNELS = (16, 24, 40, 64)
 MODES = [("nearest", False), ("bilinear", False), ("bilinear", True)]
@@ -88,7 +88,7 @@ def test_inference_runs_level2_and_matches_the_eval_reference_with_bn(
     assert level2_calls == ["triton"] * 4
     for i, (out, ref, ref64) in enumerate(zip(outs, refs, refs64, strict=True)):
         assert out.stride() == xs[i].stride()
-        judge(out, ref, ref64, fp32_tol=1e-5, what=f"branch {i}")
+        assert_matches(out, ref, ref64, f"branch {i}", tol=1e-5)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -119,7 +119,7 @@ def test_folded_weights_follow_load_state_dict_in_place_updates_and_dtype(device
         half = [x.half() for x in xs]
         refs64 = _reference(fuse, torch.float64)([x.double() for x in xs])
         for out, ref, ref64 in zip(fuse(half), _reference(fuse, torch.float16)(half), refs64, strict=True):
-            judge(out, ref, ref64, what="after .to(float16)")
+            assert_matches(out, ref, ref64, "after .to(float16)")
 
 
 @pytest.mark.parametrize("device", DEVICES)

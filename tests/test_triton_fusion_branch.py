@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 from triton_helpers import (
@@ -12,13 +10,14 @@ from triton_helpers import (
     FORMATS,
     exact_fp32,  # noqa: F401  (an autouse fixture)
     fresh,
-    judge,
     poisoned_like,
 )
 
-from hrnet_fast.ops.fusion_branch import fusion_branch, fusion_branch_reference, weight_layout
+from hrnet_fast.kernels import fusion_branch as kernels
+from hrnet_fast.layout import weight_layout
+from hrnet_fast.ops import fusion_branch, fusion_branch_reference
+from hrnet_fast.testing import assert_matches
 
-kernels = importlib.import_module("hrnet_fast.kernels.fusion_branch")
 OP = torch.ops.hrnet_fast
 MODES = [("nearest", False), ("bilinear", False), ("bilinear", True)]
 # base shape, down-path input shapes (stride-2 convs onto base), low-path shapes; channels off 16
@@ -54,10 +53,12 @@ def test_kernel_writes_every_element_and_matches_the_reference(case, mode, ac, d
     out = poisoned_like(base)
     packed = [weight_layout(w) for w in down_w], [weight_layout(w) for w in low_w]
     cl = fmt == torch.channels_last
-    kernels.fusion_branch_forward(out, base, down, packed[0], low, packed[1], bias, mode, ac, True, cl)
+    n, c, h, w = base.shape
+    meta = kernels.launch_config(n * h * w, c, base.element_size(), mode == "bilinear", sm_count=1)
+    kernels.launch_fusion_branch(out, base, down, packed[0], low, packed[1], bias, mode, ac, True, cl, meta)
     args = (base, down, down_w, low, low_w, bias)
     ref = fusion_branch_reference(*args, mode, ac, True)
-    judge(out, ref, fusion_branch_reference(*_double(args), mode, ac, True), fp32_tol=1e-5, what="fusion_branch")
+    assert_matches(out, ref, fusion_branch_reference(*_double(args), mode, ac, True), "fusion_branch", tol=1e-5)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -94,7 +95,7 @@ def test_bad_inputs_are_refused_with_the_reason():
 @pytest.mark.parametrize("device", DEVICES)
 def test_float64_runs_the_reference_with_a_debug_line(device, caplog):
     args = _double(_inputs("first", torch.float32, device, torch.contiguous_format))
-    with caplog.at_level("DEBUG", logger="hrnet_fast.ops.fusion_branch"):
+    with caplog.at_level("DEBUG", logger="hrnet_fast.ops.registry"):
         out = fusion_branch(*args, backend="triton")
     torch.testing.assert_close(out, fusion_branch_reference(*args, "nearest", False, True))
     assert "not torch.float64" in caplog.text

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 from triton_helpers import (
@@ -12,14 +10,14 @@ from triton_helpers import (
     FORMATS,
     exact_fp32,  # noqa: F401  (an autouse fixture)
     fresh,
-    judge,
     poisoned_like,
 )
 
+from hrnet_fast.kernels import upsample_concat as kernels
 from hrnet_fast.ops import upsample_concat
+from hrnet_fast.ops import upsample_concat_op as concat_mod
+from hrnet_fast.testing import assert_matches
 
-concat_mod = importlib.import_module("hrnet_fast.ops.upsample_concat")
-kernels = importlib.import_module("hrnet_fast.kernels.upsample_concat")
 OP = torch.ops.hrnet_fast
 MODES = [("nearest", False), ("bilinear", False), ("bilinear", True)]
 SHAPES = [  # (N, C_k, H_k, W_k): odd sizes, a 1x1 branch, one branch alone
@@ -48,9 +46,9 @@ def test_forward_kernel_writes_every_element_and_matches_the_reference(shapes, m
     xs = _inputs(shapes, dtype, device, fmt)
     n, _, h, w = shapes[0]
     out = poisoned_like(xs[0], (n, sum(s[1] for s in shapes), h, w))
-    kernels.upsample_concat_forward(out, xs, mode, ac, fmt == torch.channels_last)
+    kernels.launch_upsample_concat(out, xs, mode, ac, fmt == torch.channels_last)
     ref = concat_mod.upsample_concat_reference(xs, mode, ac)
-    judge(out, ref, concat_mod.upsample_concat_reference([x.double() for x in xs], mode, ac), what="concat")
+    assert_matches(out, ref, concat_mod.upsample_concat_reference([x.double() for x in xs], mode, ac), "concat")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -63,11 +61,11 @@ def test_backward_kernels_write_every_element_and_match_the_reference(mode, ac, 
     channels, hw = [s[1] for s in shapes], [d for s in shapes for d in s[2:]]
     grad = fresh((n, sum(channels), h, w), dtype, device, fmt)
     grads = [poisoned_like(grad, s) for s in shapes]
-    kernels.upsample_concat_backward(grads, grad, mode, ac, fmt == torch.channels_last)
+    kernels.launch_upsample_concat_backward(grads, grad, mode, ac, fmt == torch.channels_last)
     refs = concat_mod.upsample_concat_backward_reference(grad, channels, hw, mode, ac)
     refs64 = concat_mod.upsample_concat_backward_reference(grad.double(), channels, hw, mode, ac)
     for k, (got, ref, want) in enumerate(zip(grads, refs, refs64, strict=True)):
-        judge(got, ref, want, fp32_tol=1e-5, what=f"gradient {k}")
+        assert_matches(got, ref, want, f"gradient {k}", tol=1e-5)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 from triton_helpers import (
@@ -12,16 +10,17 @@ from triton_helpers import (
     FORMATS,
     exact_fp32,  # noqa: F401  (an autouse fixture)
     fresh,
-    judge,
     poisoned_like,
 )
 
-from hrnet_fast.ops import upsample_sum
+from hrnet_fast import BackendUnavailableError
+from hrnet_fast.kernels import interp as adjoint
+from hrnet_fast.kernels import upsample_sum as kernels
+from hrnet_fast.ops import interp as ref_interp
+from hrnet_fast.ops import registry, upsample_sum
+from hrnet_fast.ops import upsample_sum_op as sum_mod
+from hrnet_fast.testing import assert_matches
 
-sum_mod = importlib.import_module("hrnet_fast.ops.upsample_sum")
-kernels = importlib.import_module("hrnet_fast.kernels.upsample_sum")
-adjoint = importlib.import_module("hrnet_fast.kernels.interp")
-triton_ops = importlib.import_module("hrnet_fast.ops.triton_ops")
 OP = torch.ops.hrnet_fast
 
 # (mode, align_corners, base shape, low sizes, number of same-resolution addends, relu)
@@ -69,10 +68,10 @@ def test_forward_kernel_writes_every_element_and_matches_the_reference(case, dty
     mode, ac, _, _, _, relu = case
     base, same, low = _inputs(case, dtype, device, fmt)
     out = poisoned_like(base)
-    kernels.upsample_sum_forward(out, base, same, low, mode, ac, relu, fmt == torch.channels_last)
+    kernels.launch_upsample_sum(out, base, same, low, mode, ac, relu, fmt == torch.channels_last)
     ref = sum_mod.upsample_sum_reference(base, same, low, mode, ac, relu)
     ref64 = sum_mod.upsample_sum_reference(*_double([base]), _double(same), _double(low), mode, ac, relu)
-    judge(out, ref, ref64, what="upsample_sum")
+    assert_matches(out, ref, ref64, "upsample_sum")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -83,14 +82,14 @@ def test_backward_kernels_write_every_element_and_match_the_reference(case, dtyp
     grad, out = fresh(shape, dtype, device, fmt), fresh(shape, dtype, device, fmt)
     grad_base = poisoned_like(grad)
     grad_low = [poisoned_like(grad, (*shape[:2], *hw)) for hw in low_hw]
-    kernels.upsample_sum_backward(grad_base, grad_low, grad, out, mode, ac, relu, fmt == torch.channels_last)
+    kernels.launch_upsample_sum_backward(grad_base, grad_low, grad, out, mode, ac, relu, fmt == torch.channels_last)
     flat_hw = [s for hw in low_hw for s in hw]
     ref_base, ref_low = sum_mod.upsample_sum_backward_reference(grad, out, flat_hw, mode, ac, relu)
     ref64 = sum_mod.upsample_sum_backward_reference(grad.double(), out.double(), flat_hw, mode, ac, relu)
     for k, (got, ref, want) in enumerate(
         zip([grad_base, *grad_low], [ref_base, *ref_low], [ref64[0], *ref64[1]], strict=True)
     ):
-        judge(got, ref, want, fp32_tol=1e-5, what=f"gradient {k}")
+        assert_matches(got, ref, want, f"gradient {k}", tol=1e-5)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -121,12 +120,11 @@ def _adjoint_sizes():
 @pytest.mark.parametrize(("mode", "ac"), [("nearest", False), ("bilinear", False), ("bilinear", True)])
 def test_adjoint_window_covers_every_size_pair(mode, ac, device):
     """Every (input, output) size pair of both axes: the gather visits exactly the right outputs."""
-    ref = importlib.import_module("hrnet_fast.ops.interp")
     for (h, big_h), (w, big_w) in _adjoint_sizes():
         g = fresh((1, 3, big_h, big_w), torch.float64, device).float()
         out = poisoned_like(g, (1, 3, h, w))
         adjoint.interp_adjoint(out, g, 0, mode, ac, False)
-        want = ref.interpolate_adjoint(g.double(), (h, w), mode, ac)
+        want = ref_interp.interpolate_adjoint(g.double(), (h, w), mode, ac)
         torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5, msg=f"{(h, w)} <- {(big_h, big_w)}")
 
 
@@ -137,7 +135,7 @@ def test_forward_index_math_is_interpolate_for_every_size_pair(mode, ac, device)
         base = torch.zeros(1, 2, big_h, big_w, device=device)
         low = fresh((1, 2, h, w), device=device)
         out = poisoned_like(base)
-        kernels.upsample_sum_forward(out, base, [], [low], mode, ac, False, False)
+        kernels.launch_upsample_sum(out, base, [], [low], mode, ac, False, False)
         want = torch.nn.functional.interpolate(low, (big_h, big_w), mode=mode, align_corners=ac if ac else None)
         torch.testing.assert_close(out, want, rtol=1e-6, atol=1e-6, msg=f"{(h, w)} -> {(big_h, big_w)}")
 
@@ -157,13 +155,14 @@ def test_opcheck(case, fmt, device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_float64_runs_the_reference_with_a_debug_line(device, caplog):
     base, same, low = _inputs(CASES[0], torch.float64, device, torch.contiguous_format)
-    with caplog.at_level("DEBUG", logger=triton_ops.__name__):
+    with caplog.at_level("DEBUG", logger=registry.__name__):
         out = upsample_sum(base, same, low, backend="triton")
     torch.testing.assert_close(out, sum_mod.upsample_sum_reference(base, same, low, "nearest", False, True))
     assert "not torch.float64" in caplog.text
 
 
+@pytest.mark.skipif(registry.unavailable_reason("triton") is not None, reason="the triton backend is unavailable")
 def test_cpu_tensors_without_the_interpreter_are_refused(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    with pytest.raises(ValueError, match="need CUDA tensors, got cpu"):
-        OP.upsample_sum_triton(torch.randn(1, 2, 4, 4), [], [], "nearest", False, True)
+    with pytest.raises(BackendUnavailableError, match="'triton' does not run on cpu tensors here"):
+        upsample_sum(torch.randn(1, 2, 4, 4), backend="triton")

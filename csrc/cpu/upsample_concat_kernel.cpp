@@ -20,6 +20,6 @@ std::vector<at::Tensor> upsample_concat_backward_cpu(const at::Tensor& grad, at:
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hrnet_fast, CPU, m) {
-  m.impl("upsample_concat", &upsample_concat_cpu);
-  m.impl("upsample_concat_backward", &upsample_concat_backward_cpu);
+  m.impl("upsample_concat_cpp", &upsample_concat_cpu);
+  m.impl("upsample_concat_backward_cpp", &upsample_concat_backward_cpu);
 }

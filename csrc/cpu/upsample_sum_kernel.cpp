@@ -295,6 +295,6 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> upsample_sum_backward_cpu(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hrnet_fast, CPU, m) {
-  m.impl("upsample_sum", &upsample_sum_cpu);
-  m.impl("upsample_sum_backward", &upsample_sum_backward_cpu);
+  m.impl("upsample_sum_cpp", &upsample_sum_cpu);
+  m.impl("upsample_sum_backward_cpp", &upsample_sum_backward_cpu);
 }

@@ -9,7 +9,7 @@ namespace hrnet_fast::cuda {
 namespace {
 
 at::Tensor upsample_concat_cuda(at::TensorList xs, std::string_view mode, bool align_corners) {
-  TORCH_CHECK(!xs.empty(), "hrnet_fast::upsample_concat: needs at least one tensor");
+  TORCH_CHECK(!xs.empty(), "hrnet_fast::upsample_concat_cpp: needs at least one tensor");
   const c10::cuda::CUDAGuard guard(xs[0].device());
   return upsample_concat(kernels(), xs, mode, align_corners);
 }
@@ -25,6 +25,6 @@ std::vector<at::Tensor> upsample_concat_backward_cuda(const at::Tensor& grad, at
 }  // namespace hrnet_fast::cuda
 
 TORCH_LIBRARY_IMPL(hrnet_fast, CUDA, m) {
-  m.impl("upsample_concat", &hrnet_fast::cuda::upsample_concat_cuda);
-  m.impl("upsample_concat_backward", &hrnet_fast::cuda::upsample_concat_backward_cuda);
+  m.impl("upsample_concat_cpp", &hrnet_fast::cuda::upsample_concat_cuda);
+  m.impl("upsample_concat_backward_cpp", &hrnet_fast::cuda::upsample_concat_backward_cuda);
 }

@@ -39,6 +39,6 @@ const Kernels& kernels() {
 }  // namespace hrnet_fast::cuda
 
 TORCH_LIBRARY_IMPL(hrnet_fast, CUDA, m) {
-  m.impl("upsample_sum", &hrnet_fast::cuda::upsample_sum_cuda);
-  m.impl("upsample_sum_backward", &hrnet_fast::cuda::upsample_sum_backward_cuda);
+  m.impl("upsample_sum_cpp", &hrnet_fast::cuda::upsample_sum_cuda);
+  m.impl("upsample_sum_backward_cpp", &hrnet_fast::cuda::upsample_sum_backward_cuda);
 }

@@ -1,4 +1,5 @@
-"""Segmentation end to end: one full-resolution image through :class:`hrnet_fast.seg.SegEstimator`.
+"""Segmentation end to end: one full-resolution image through a predictor such as
+:class:`hrnet_fast.seg.SegEstimator` (passed in by the caller: bench and seg are sibling packages).
 
 Each runner predicts the label map of the same random 1024x2048 uint8 image (normalization, forward,
 logits upsampled to the image, exp, argmax), one image per call as the official test does:
@@ -21,12 +22,11 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from ..models import HRNet, optimize
-from ..seg.estimator import SegEstimator
-from ..seg.memory import proc_bytes
 from .suites import OPTIMIZE, Result, Settings
 from .timer import _summary as summary  # the median and spread of interleaved samples
 from .timer import time_fn
 
+Predictor = Callable[[torch.nn.Module, tuple[int, int]], Callable[[torch.Tensor], torch.Tensor]]
 BASELINE = "eager-fp32"
 ARCH = "w48"
 SIZE = (1024, 2048)  # a Cityscapes image
@@ -48,8 +48,8 @@ def peak_memory(device: torch.device) -> Iterator[list[float | None]]:
         torch.cuda.synchronize(device)
         found[0] = torch.cuda.max_memory_allocated(device) / 2**20
     else:
-        peak = proc_bytes("/proc/self/status", "VmHWM")
-        found[0] = None if peak is None else peak / 2**20
+        with contextlib.suppress(OSError, StopIteration), open("/proc/self/status") as f:
+            found[0] = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
 
 
 def _runner(name: str, model: HRNet, settings: Settings) -> torch.nn.Module:
@@ -73,11 +73,14 @@ def bench_seg_end_to_end(
     settings: Settings,
     *,
     backends: Sequence[str],
+    predictor: Predictor,
     arch: str = ARCH,
     size: tuple[int, int] = SIZE,
     progress: Callable[[str], None] | None = None,
 ) -> list[Result]:
     """Time ``arch`` seg on one ``size`` image per runner (see the module docstring), with peak memory.
+    ``predictor(model, size)`` gives the function that turns an image (3, H, W) uint8 into labels, e.g.
+    ``lambda model, size: SegEstimator(model, crop_size=size, max_batch=1).predict``.
 
     First each runner alone predicts once (its labels, its peak memory, a warm-up); then the runners
     take turns for ``settings.iters`` rounds, so that a slower or faster spell of a shared machine
@@ -91,13 +94,13 @@ def bench_seg_end_to_end(
         if progress:
             progress(f"seg end to end: {name}")
         with peak_memory(settings.device) as peak:
-            labels[name] = SegEstimator(_runner(name, model, settings), crop_size=size, max_batch=1).predict(image)
+            labels[name] = predictor(_runner(name, model, settings), size)(image)
         memory[name] = peak[0]
-    estimators = {name: SegEstimator(_runner(name, model, settings), crop_size=size, max_batch=1) for name in names}
+    predict = {name: predictor(_runner(name, model, settings), size) for name in names}
     samples = {name: [] for name in names}
     for _ in range(settings.iters):
-        for name, estimator in estimators.items():
-            once = time_fn(lambda estimator=estimator: estimator.predict(image), settings.device, warmup=0, iters=1)
+        for name, fn in predict.items():
+            once = time_fn(lambda fn=fn: fn(image), settings.device, warmup=0, iters=1)
             samples[name].append(once.median_s)
     timings = {name: summary(found) for name, found in samples.items()}
     base_s = timings[BASELINE].median_s

@@ -3,11 +3,11 @@
 from . import heads
 from .checkpoint import CheckpointError, CheckpointMismatchError, LoadReport, load_checkpoint
 from .configs import ARCHS, ArchSpec, StageSpec, get_arch
-from .heads import ClsHRNet, FeaturesHRNet, PoseHRNet, SegHRNet, V2pHRNet
+from .engine import OptimizedHRNet, optimize
+from .heads import Head, register_head
 from .hrnet import HighResolutionModule, HRNet
-from .optimize import OptimizedHRNet, optimize
 
-HEADS = tuple(HRNet.heads)
+HEADS = tuple(heads.HEADS)
 
 __all__ = [
     "ARCHS",
@@ -15,18 +15,15 @@ __all__ = [
     "ArchSpec",
     "CheckpointError",
     "CheckpointMismatchError",
-    "ClsHRNet",
-    "FeaturesHRNet",
     "HRNet",
+    "Head",
     "HighResolutionModule",
     "LoadReport",
     "OptimizedHRNet",
-    "PoseHRNet",
-    "SegHRNet",
     "StageSpec",
-    "V2pHRNet",
     "get_arch",
     "heads",
     "load_checkpoint",
     "optimize",
+    "register_head",
 ]

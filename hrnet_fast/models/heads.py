@@ -1,4 +1,9 @@
-"""The official heads, each an ``HRNet`` subclass whose attribute names give the official keys.
+"""The official heads, registered by name: ``HRNet(arch, head=NAME, **options)`` builds one.
+
+A head (a :class:`Head` subclass decorated with :func:`register_head`) says how the backbone's last
+module fuses (``keeps_all_outputs``) and upsamples by default, adds its modules to the model under
+the official attribute names (so state_dict keys match the official checkpoints) and computes the
+output from the stage-4 branches. Its constructor takes the head's own keywords.
 
 pose      HRNetV1 (deep-high-resolution-net.pytorch): ``final_layer`` 1x1 conv C -> num_joints on the
           highest-resolution branch; the last module of stage 4 fuses into that branch only.
@@ -19,61 +24,107 @@ v2p       HRNetV2p (HRNet-Object-Detection's HRFPN as ``neck``): concatenate at 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import upsample_concat
 from .blocks import Bottleneck, make_layer
-from .hrnet import HRNet
 
 
-class PoseHRNet(HRNet, head="pose"):
+class Head:
+    """One head of ``HRNet``: fusion defaults, :meth:`build` (adds the head's modules to the model,
+    whose ``widths`` are the stage-4 channels), :meth:`forward` (stage-4 branches -> output)."""
+
+    name: ClassVar[str]
+    default_upsample: ClassVar[str] = "nearest"
+    keeps_all_outputs: ClassVar[bool] = True  # False: the last module fuses into branch 0 only
+
+    def build(self, model: nn.Module) -> None:
+        """Add the head's modules to ``model`` (nothing for a head without parameters)."""
+
+    def forward(self, model: nn.Module, features: list[Tensor]):
+        raise NotImplementedError
+
+
+HEADS: dict[str, type[Head]] = {}
+
+
+def register_head(cls: type[Head]) -> type[Head]:
+    """Make ``cls`` available as ``HRNet(..., head=cls.name)``."""
+    if cls.name in HEADS:
+        raise ValueError(f"head {cls.name!r} is registered twice")
+    HEADS[cls.name] = cls
+    return cls
+
+
+def create_head(name: str, **options) -> Head:
+    """The head ``name`` with its keywords (a TypeError names a keyword it does not take)."""
+    if name not in HEADS:
+        raise ValueError(f"unknown head {name!r}; choose one of {', '.join(HEADS)}")
+    try:
+        return HEADS[name](**options)
+    except TypeError as exc:
+        raise TypeError(f"head {name!r}: {exc}") from None
+
+
+@register_head
+class PoseHead(Head):
+    name = "pose"
     keeps_all_outputs = False
 
-    def __init__(self, arch="w32", head=None, *, num_joints: int = 17, **kwargs):
-        super().__init__(arch, head, **kwargs)
+    def __init__(self, num_joints: int = 17):
         self.num_joints = num_joints
-        self.final_layer = nn.Conv2d(self.widths[0], num_joints, kernel_size=1, stride=1, padding=0)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Images (N, 3, H, W) -> heatmaps (N, num_joints, H/4, W/4)."""
-        return self.final_layer(self.forward_features(x)[0])
+    def build(self, model):
+        model.num_joints = self.num_joints
+        model.final_layer = nn.Conv2d(model.widths[0], self.num_joints, kernel_size=1, stride=1, padding=0)
+
+    def forward(self, model, features):
+        """-> heatmaps (N, num_joints, H/4, W/4)."""
+        return model.final_layer(features[0])
 
 
-class SegHRNet(HRNet, head="seg"):
+@register_head
+class SegHead(Head):
+    name = "seg"
     default_upsample = "bilinear"
 
-    def __init__(self, arch="w32", head=None, *, num_classes: int = 19, **kwargs):
-        super().__init__(arch, head, **kwargs)
+    def __init__(self, num_classes: int = 19):
         self.num_classes = num_classes
-        c = sum(self.widths)
-        self.last_layer = nn.Sequential(
+
+    def build(self, model):
+        model.num_classes = self.num_classes
+        c = sum(model.widths)
+        model.last_layer = nn.Sequential(
             nn.Conv2d(c, c, kernel_size=1, stride=1, padding=0),
             nn.BatchNorm2d(c),
             nn.ReLU(inplace=True),
-            nn.Conv2d(c, num_classes, kernel_size=1, stride=1, padding=0),
+            nn.Conv2d(c, self.num_classes, kernel_size=1, stride=1, padding=0),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Images (N, 3, H, W) -> class logits (N, num_classes, H/4, W/4)."""
-        feats = upsample_concat(
-            self.forward_features(x), mode="bilinear", align_corners=self.align_corners, backend=self.backend
-        )
-        return self.last_layer(feats)
+    def forward(self, model, features):
+        """-> class logits (N, num_classes, H/4, W/4)."""
+        feats = upsample_concat(features, mode="bilinear", align_corners=model.align_corners, backend=model.backend)
+        return model.last_layer(feats)
 
 
-class ClsHRNet(HRNet, head="cls"):
+@register_head
+class ClsHead(Head):
+    name = "cls"
     head_channels = (32, 64, 128, 256)
 
-    def __init__(self, arch="w32", head=None, *, num_classes: int = 1000, **kwargs):
-        super().__init__(arch, head, **kwargs)
+    def __init__(self, num_classes: int = 1000):
         self.num_classes = num_classes
-        hc = self.head_channels
-        e = Bottleneck.expansion
-        self.incre_modules = nn.ModuleList(
-            make_layer("bottleneck", c, h, 1) for c, h in zip(self.widths, hc, strict=True)
+
+    def build(self, model):
+        model.num_classes = self.num_classes
+        hc, e = self.head_channels, Bottleneck.expansion
+        model.incre_modules = nn.ModuleList(
+            make_layer("bottleneck", c, h, 1) for c, h in zip(model.widths, hc, strict=True)
         )
-        self.downsamp_modules = nn.ModuleList(
+        model.downsamp_modules = nn.ModuleList(
             nn.Sequential(
                 nn.Conv2d(hc[i] * e, hc[i + 1] * e, 3, 2, 1),
                 nn.BatchNorm2d(hc[i + 1] * e),
@@ -81,25 +132,27 @@ class ClsHRNet(HRNet, head="cls"):
             )
             for i in range(len(hc) - 1)
         )
-        self.final_layer = nn.Sequential(
+        model.final_layer = nn.Sequential(
             nn.Conv2d(hc[-1] * e, 2048, 1, 1, 0), nn.BatchNorm2d(2048), nn.ReLU(inplace=True)
         )
-        self.classifier = nn.Linear(2048, num_classes)
+        model.classifier = nn.Linear(2048, self.num_classes)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Images (N, 3, H, W) -> class logits (N, num_classes)."""
-        xs = self.forward_features(x)
-        y = self.incre_modules[0](xs[0])
-        for i, down in enumerate(self.downsamp_modules):
-            y = self.incre_modules[i + 1](xs[i + 1]) + down(y)
-        y = self.final_layer(y)
-        return self.classifier(y.flatten(2).mean(2))
+    def forward(self, model, features):
+        """-> class logits (N, num_classes)."""
+        y = model.incre_modules[0](features[0])
+        for i, down in enumerate(model.downsamp_modules):
+            y = model.incre_modules[i + 1](features[i + 1]) + down(y)
+        y = model.final_layer(y)
+        return model.classifier(y.flatten(2).mean(2))
 
 
-class FeaturesHRNet(HRNet, head="features"):
-    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        """Images (N, 3, H, W) -> the four branch outputs, highest resolution first."""
-        return tuple(self.forward_features(x))
+@register_head
+class FeaturesHead(Head):
+    name = "features"
+
+    def forward(self, model, features):
+        """-> the four branch outputs, highest resolution first."""
+        return tuple(features)
 
 
 class HRFPN(nn.Module):
@@ -125,11 +178,16 @@ class HRFPN(nn.Module):
         return tuple(conv(level) for conv, level in zip(self.fpn_conv, levels, strict=True))
 
 
-class V2pHRNet(HRNet, head="v2p"):
-    def __init__(self, arch="w32", head=None, *, out_channels: int = 256, **kwargs):
-        super().__init__(arch, head, **kwargs)
-        self.neck = HRFPN(sum(self.widths), out_channels, align_corners=self.align_corners)
+@register_head
+class V2pHead(Head):
+    name = "v2p"
 
-    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        """Images (N, 3, H, W) -> 5 maps (N, out_channels, .) at strides 4, 8, 16, 32, 64."""
-        return self.neck(self.forward_features(x), backend=self.backend)
+    def __init__(self, out_channels: int = 256):
+        self.out_channels = out_channels
+
+    def build(self, model):
+        model.neck = HRFPN(sum(model.widths), self.out_channels, align_corners=model.align_corners)
+
+    def forward(self, model, features):
+        """-> 5 maps (N, out_channels, .) at strides 4, 8, 16, 32, 64."""
+        return model.neck(features, backend=model.backend)

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ..nn import MultiResolutionFusion
 from ..nn.checkpointing import checkpointed
-from ..ops.backends import validate_backend
 from ..ops.checks import check_mode
+from ..ops.registry import validate_backend
 from .blocks import BLOCKS, make_layer
 from .configs import ArchSpec, StageSpec, get_arch
+from .heads import create_head
 
 
 class HighResolutionModule(nn.Module):
@@ -86,14 +86,6 @@ def make_transition(pre: Sequence[int], cur: Sequence[int]) -> nn.ModuleList:
     return nn.ModuleList(layers)
 
 
-def _head_class(head: str) -> type[HRNet]:
-    from . import heads  # noqa: F401  (registers the head classes)
-
-    if head not in HRNet.heads:
-        raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HRNet.heads)}")
-    return HRNet.heads[head]
-
-
 class HRNet(nn.Module):
     """HRNet with one of the official heads: ``HRNet(arch, head=..., ...)``.
 
@@ -112,42 +104,27 @@ class HRNet(nn.Module):
         Head-specific keywords: ``num_joints`` (pose, 17), ``num_classes`` (seg 19, cls 1000),
         ``out_channels`` (v2p, 256).
 
-    ``HRNet(...)`` returns an instance of the head's subclass (PoseHRNet, SegHRNet, ...), all of
-    which are ``HRNet`` instances.
+    ``model.head`` is the head's name; the head's modules are attributes of the model under their
+    official names (``final_layer``, ``last_layer``, ``incre_modules``, ``neck``, ...). Heads are
+    registered in :mod:`hrnet_fast.models.heads` (``HEADS``).
     """
-
-    heads: ClassVar[dict[str, type[HRNet]]] = {}
-    head: ClassVar[str]
-    default_upsample: ClassVar[str] = "nearest"
-    keeps_all_outputs: ClassVar[bool] = True  # False: the last module fuses to branch 0 only
-
-    def __init_subclass__(cls, head: str | None = None, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if head is not None:
-            cls.head = head
-            HRNet.heads[head] = cls
-
-    def __new__(cls, *args, **kwargs):
-        if cls is HRNet:
-            head = kwargs.get("head", args[1] if len(args) > 1 else "pose")
-            cls = _head_class(head)
-        return super().__new__(cls)
 
     def __init__(
         self,
         arch: str | ArchSpec = "w32",
-        head: str | None = None,
+        head: str = "pose",
         *,
         upsample: str | None = None,
         align_corners: bool | None = None,
         backend: str | None = None,
         checkpoint_stages: bool = False,
+        **head_options,
     ):
         super().__init__()
-        if head is not None and head != self.head:
-            raise ValueError(f"{type(self).__name__} is the {self.head!r} head, got head={head!r}")
+        self._head = create_head(head, **head_options)
+        self.head = head
         self.arch = get_arch(arch)
-        self.upsample = self.default_upsample if upsample is None else upsample
+        self.upsample = self._head.default_upsample if upsample is None else upsample
         self.align_corners = False if align_corners is None else align_corners
         check_mode(self.upsample, self.align_corners)
         backend = validate_backend(backend)
@@ -168,13 +145,14 @@ class HRNet(nn.Module):
             modules = []
             for m in range(spec.num_modules):
                 last = k == 3 and m == spec.num_modules - 1
-                modules.append(HighResolutionModule(spec, cur, not last or self.keeps_all_outputs, **fuse))
+                modules.append(HighResolutionModule(spec, cur, not last or self._head.keeps_all_outputs, **fuse))
                 cur = modules[-1].out_channels
             setattr(self, f"stage{k + 1}", nn.Sequential(*modules))
             channels = cur
         self.widths = channels
         self._backend = backend
         self.checkpoint_stages = checkpoint_stages
+        self._head.build(self)
 
     @property
     def backend(self) -> str | None:
@@ -221,6 +199,10 @@ class HRNet(nn.Module):
         for k in (1, 2, 3):
             xs = run(self._stage, k, xs)
         return xs
+
+    def forward(self, x: Tensor):
+        """Images (N, 3, H, W) -> the head's output (see :mod:`hrnet_fast.models.heads`)."""
+        return self._head.forward(self, self.forward_features(x))
 
     def extra_repr(self) -> str:
         return (

@@ -27,7 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.fusion_branch import fusion_branch, has_fused_kernel, unsupported_reason, weight_layout
+from ..layout import weight_layout
+from ..ops import fusion_branch
+from ..ops.registry import unsupported_reason
 from .folded import FoldedConv, fold_conv_bn
 
 log = logging.getLogger(__name__)
@@ -97,10 +99,10 @@ def clear_folded(fusion: nn.ModuleList) -> None:
 
 
 def use_level2(fusion: nn.ModuleList, xs, backend: str) -> bool:
-    """Whether the fused level-2 forward applies: eval mode on a backend with a fused kernel, no
-    gradients needed, maps and BNs it covers. When it does not although the backend has the kernel,
-    a debug log line says why (level 1 runs instead)."""
-    if fusion.training or not has_fused_kernel(backend):
+    """Whether the fused level-2 forward applies: eval mode, a ``fusion_branch`` kernel on
+    ``backend`` (resolved) for these maps, no gradients needed, BNs that fold. When it does not, a
+    debug log line says why (level 1 runs instead)."""
+    if fusion.training:
         return False
     reason = _level1_reason(fusion, xs, backend)
     if reason is not None and not torch.compiler.is_compiling():
@@ -109,13 +111,13 @@ def use_level2(fusion: nn.ModuleList, xs, backend: str) -> bool:
 
 
 def _level1_reason(fusion: nn.ModuleList, xs, backend: str) -> str | None:
+    reason = unsupported_reason("fusion_branch", backend, xs[0])
+    if reason is not None:
+        return reason
     if torch.is_grad_enabled() and (
         any(x.requires_grad for x in xs) or any(p.requires_grad for p in fusion.parameters())
     ):
         return "gradients are needed (level 2 runs under torch.no_grad() or torch.inference_mode())"
-    reason = unsupported_reason(backend, xs[0].dtype)
-    if reason is not None:
-        return reason
     for m in fusion.modules():
         if isinstance(m, nn.BatchNorm2d) and (m.running_var is None or not m.affine):
             return "a BatchNorm without running statistics or affine parameters cannot be folded"

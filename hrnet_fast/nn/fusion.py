@@ -11,9 +11,10 @@ The module *is* the official ``fuse_layers`` ModuleList: ``self[i][j]`` is ``fus
 (None for j == i), so state_dict keys read ``...fuse_layers.i.j.0.weight`` exactly as in the
 official pose, classification and segmentation repos (their ``nn.Upsample`` holds no parameters).
 The sum, the upsampling and the ReLU go through :func:`hrnet_fast.ops.upsample_sum`, which a fused
-backend runs as one kernel per output branch (level 1). In inference, on a backend with a fused
-``fusion_branch`` kernel (triton), the whole step runs with BN folded, one launch per output branch
-that also computes the projections and the last stride-2 convs (level 2, :mod:`.folded_fusion`).
+backend runs as one kernel per output branch (level 1). In inference, on a backend with a
+``fusion_branch`` kernel for the maps, the whole step runs with BN folded, one launch per output
+branch that also computes the projections and the last stride-2 convs (level 2,
+:mod:`.folded_fusion`). The backend is resolved once per call and passed down to the ops.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from ..ops import upsample_sum
-from ..ops.backends import resolve_backend, validate_backend
+from ..ops import resolve_backend, upsample_sum
 from ..ops.checks import check_mode
+from ..ops.registry import validate_backend
 from .folded_fusion import folded_forward, use_level2
 
 

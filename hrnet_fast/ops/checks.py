@@ -1,4 +1,5 @@
-"""Input validation shared by the ops: clear errors instead of silently wrong results."""
+"""Input validation shared by the ops, run once per call before any backend: clear errors instead of
+silently wrong results (or a crashed process) on every backend alike."""
 
 from __future__ import annotations
 
@@ -20,13 +21,17 @@ def check_mode(mode: str, align_corners: bool) -> None:
 
 
 def check_feature_maps(op: str, tensors: Sequence[tuple[str, Tensor]]) -> None:
-    """All tensors are 4-D (N, C, H, W) floating tensors with one dtype, one device and one batch."""
+    """All tensors are 4-D (N, C, H, W) floating tensors with one dtype, one device and one batch,
+    each with at least one channel and one pixel (interpolating an empty map is undefined; the
+    batch may be empty)."""
     first_name, first = tensors[0]
     for name, t in tensors:
         if not isinstance(t, Tensor):
             raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 4:
             raise ValueError(f"{op}: {name} must be 4-D (N, C, H, W), got shape {tuple(t.shape)}")
+        if 0 in t.shape[1:]:
+            raise ValueError(f"{op}: {name} is empty (shape {tuple(t.shape)}); channels, height and width must be >= 1")
         if not torch.is_floating_point(t):
             raise TypeError(f"{op}: {name} must be a floating-point tensor, got {t.dtype}")
         if t.dtype != first.dtype:

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .backends import requested_backend
-from .interp import memory_format_of
+from ..layout import memory_format_of
+from .registry import requested_backend
 
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 _CUDNN_DTYPES = (torch.float32, torch.float16, torch.bfloat16)

@@ -1,4 +1,4 @@
-"""Interpolation as the ops define it (``F.interpolate(size=...)``), its adjoint, and output layouts."""
+"""Interpolation as the ops define it (``F.interpolate(size=...)``) and its adjoint."""
 
 from __future__ import annotations
 
@@ -22,15 +22,3 @@ def interpolate_adjoint(grad: Tensor, in_hw: Sequence[int], mode: str, align_cor
     if mode == "nearest":
         return torch.ops.aten.upsample_nearest2d_backward(grad, out_hw, in_size)
     return torch.ops.aten.upsample_bilinear2d_backward(grad, out_hw, in_size, align_corners)
-
-
-def memory_format_of(t: Tensor) -> torch.memory_format:
-    """channels_last when ``t`` is laid out so (and not also plain contiguous), else contiguous."""
-    if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-def empty_like_layout(ref: Tensor, shape: Sequence[int]) -> Tensor:
-    """An uninitialised tensor of ``shape`` with ref's dtype, device and memory format."""
-    return torch.empty(tuple(shape), dtype=ref.dtype, device=ref.device, memory_format=memory_format_of(ref))

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ..models import ARCHS, HRNet, PoseHRNet, load_checkpoint
+from ..models import ARCHS, HRNet, load_checkpoint
 from ..models.checkpoint import adapt_keys, guess_arch, guess_head, read_state_dict
 from .errors import PoseInputError
 from .skeleton import NUM_JOINTS
@@ -20,7 +20,7 @@ def load_pose_model(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     backend: str | None = None,
-) -> PoseHRNet:
+) -> HRNet:
     """``HRNet(arch, head="pose")`` in eval mode with the checkpoint's weights, on ``device``.
 
     ``arch=None`` takes the arch the checkpoint was made for. Raises :class:`PoseInputError` for a

@@ -22,6 +22,7 @@ _EXPORTS = {
     "label_image": "draw",
     "overlay": "draw",
     "find_pairs": "dataset",
+    "read_image": "dataset",
     "read_label": "dataset",
     "SegInputError": "errors",
     "SegEstimator": "estimator",

@@ -137,8 +137,8 @@ def _palette(args: argparse.Namespace, num_classes: int):
 
 
 def cmd_seg_predict(args: argparse.Namespace) -> int:
-    from ..pose.preprocess import read_image
     from .cityscapes import CLASS_NAMES, NUM_CLASSES, train_ids_to_label_ids
+    from .dataset import read_image
     from .draw import label_image, overlay
     from .errors import SegInputError
 
@@ -226,12 +226,11 @@ def _reporting_errors(command):
     def run(args: argparse.Namespace) -> int:
         from ..models import CheckpointError
         from ..ops import BackendUnavailableError
-        from ..pose.preprocess import ImageReadError
         from .errors import SegInputError
 
         try:
             return command(args)
-        except (SegInputError, ImageReadError, FileNotFoundError, CheckpointError, BackendUnavailableError) as exc:
+        except (SegInputError, FileNotFoundError, CheckpointError, BackendUnavailableError) as exc:
             print(f"hrnet-fast {args.command}: error: {exc}", file=sys.stderr)
             return 2
 

@@ -20,7 +20,6 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from ..pose.preprocess import ImageReadError, read_image
 from . import cityscapes
 from .errors import SegInputError
 
@@ -73,20 +72,34 @@ def find_pairs(images_dir: str, labels_dir: str, label_kind: str = "labelids") -
     return [Pair(p, label_path(p, images_dir, labels_dir, label_kind)) for p in images]
 
 
-def read_label(path: str) -> Tensor:
-    """A single-channel label map file (8-bit grey or palette PNG) -> (H, W) uint8, values as stored."""
+def _decode(path: str, what: str, pixels: Callable[[Image.Image], np.ndarray]) -> Tensor:
+    """``pixels(image)`` of an image file; :class:`Unreadable` naming ``what`` if it is missing or corrupt."""
     try:
         with Image.open(path) as img:
-            if img.mode not in ("L", "P"):
-                raise SegInputError(f"label map {path} is a {img.mode} image; expected one 8-bit channel of ids")
-            values = np.array(img)
+            return torch.from_numpy(pixels(img))
     except FileNotFoundError:
-        raise Unreadable(f"label map not found: {path}") from None
+        raise Unreadable(f"{what} not found: {path}") from None
+    except SegInputError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        if isinstance(exc, SegInputError):
-            raise
-        raise Unreadable(f"could not decode label map {path}: {exc}") from None
-    return torch.from_numpy(values)
+        raise Unreadable(f"could not decode {what} {path}: {exc}") from None
+
+
+def read_image(path: str | os.PathLike) -> Tensor:
+    """An image file -> (3, H, W) uint8 RGB, as stored (EXIF orientation not applied, as OpenCV's
+    ``imread`` in the official test)."""
+    return _decode(os.fspath(path), "image", lambda img: np.array(img.convert("RGB"))).permute(2, 0, 1)
+
+
+def read_label(path: str | os.PathLike) -> Tensor:
+    """A single-channel label map file (8-bit grey or palette PNG) -> (H, W) uint8, values as stored."""
+
+    def ids(img: Image.Image) -> np.ndarray:
+        if img.mode not in ("L", "P"):
+            raise SegInputError(f"label map {path} is a {img.mode} image; expected one 8-bit channel of ids")
+        return np.array(img)
+
+    return _decode(os.fspath(path), "label map", ids)
 
 
 def to_train_ids(values: Tensor, path: str, label_kind: str, num_classes: int) -> Tensor:
@@ -111,10 +124,7 @@ def to_train_ids(values: Tensor, path: str, label_kind: str, num_classes: int) -
 def load_sample(pair: Pair, label_kind: str, num_classes: int) -> Sample:
     """Read one pair; :class:`Unreadable` if a file is missing or corrupt, :class:`SegInputError` if the
     label map does not fit the image or the label kind."""
-    try:
-        image = read_image(pair.image)
-    except ImageReadError as exc:
-        raise Unreadable(str(exc)) from None
+    image = read_image(pair.image)
     values = read_label(pair.label)
     if values.shape != image.shape[-2:]:
         raise SegInputError(

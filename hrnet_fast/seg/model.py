@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ..models import ARCHS, HRNet, SegHRNet, load_checkpoint
+from ..models import ARCHS, HRNet, load_checkpoint
 from ..models.checkpoint import adapt_keys, guess_arch, guess_head, read_state_dict
 from .errors import SegInputError
 
@@ -22,7 +22,7 @@ def load_seg_model(
     dtype: torch.dtype = torch.float32,
     backend: str | None = None,
     align_corners: bool = False,
-) -> SegHRNet:
+) -> HRNet:
     """``HRNet(arch, head="seg")`` in eval mode with the checkpoint's weights, on ``device``.
 
     ``arch=None`` takes the arch the checkpoint was made for; the class count is the checkpoint's.

@@ -1,4 +1,4 @@
-"""``upsample_sum``: the sum-and-ReLU at the heart of HRNet's multi-resolution fusion.
+"""``upsample_sum``: the sum-and-ReLU at the heart of HRNet's multi-resolution fusion (level 1).
 
     out = act(base + sum_k same[k] + sum_k interp(low[k], size=base.shape[-2:], mode, align_corners))
 
@@ -8,31 +8,32 @@ ReLU or the identity; ``interp`` is exactly ``F.interpolate(size=...)``, so size
 strided-conv paths from the higher-resolution branches and ``low`` the 1x1-conv projections of the
 lower-resolution ones. ``out`` has base's dtype, device and memory format.
 
-Backward, with g the output gradient and m = (out > 0) under ReLU (else 1):
+Backward, with g the output gradient and m = (out > 0) under ReLU (else 1), is the op
+``upsample_sum_backward``:
     d base = d same[k] = g * m,      d low[k] = interp_adjoint(g * m, (h_k, w_k))
+It is linear in g, so its own derivative (double backward) is a forward-shaped op: for cotangents
+(gg, gg_low[k]) of its outputs, d g = m * (gg + sum_k interp(gg_low[k])) = m * upsample_sum(gg, [],
+gg_low, relu=False); ``out`` only selects m, which is piecewise constant, so it gets no gradient.
 
-Fused backends implement the two custom ops of :data:`FORWARD_SCHEMA` and :data:`BACKWARD_SCHEMA`
-and call :func:`register_fused` once, which gives the forward op its fake (meta) implementation and
-its autograd formula, so ``torch.compile`` traces through it and ``opcheck`` passes, and its
-autocast rule (mixed floating inputs promote, as for ``aten::add``; see :mod:`.autocast`).
+Kernels: ``kernels/upsample_sum.py`` (Triton), ``csrc/cpu/upsample_sum_kernel.cpp`` and
+``csrc/cuda/upsample_sum_kernel.cu(h)`` (C++). Tests: ``tests/test_ops.py`` (the math),
+``tests/test_op_gradients.py``, ``tests/test_triton_upsample_sum.py``, ``tests/test_cpp_ops.py``.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from .autocast import promote, register_autocast
-from .backends import resolve_backend
+from ..layout import empty_like_layout
+from .autocast import promote
 from .checks import check_feature_maps, check_mode
-from .interp import empty_like_layout, interpolate, interpolate_adjoint
+from .interp import interpolate, interpolate_adjoint
+from .registry import Autograd, OpSpec, define_op, kernel, resolve_backend
 
-log = logging.getLogger(__name__)
-
-FORWARD_SCHEMA = "(Tensor base, Tensor[] same, Tensor[] low, str mode, bool align_corners, bool relu) -> Tensor"
+SCHEMA = "(Tensor base, Tensor[] same, Tensor[] low, str mode, bool align_corners, bool relu) -> Tensor"
 # low_hw = [h_0, w_0, h_1, w_1, ...]: the low inputs' sizes, so backward need not keep them alive.
 BACKWARD_SCHEMA = (
     "(Tensor grad, Tensor out, SymInt[] low_hw, str mode, bool align_corners, bool relu) -> (Tensor, Tensor[])"
@@ -51,23 +52,25 @@ def upsample_sum_reference(
     return torch.relu(out) if relu else out
 
 
+def _pairs(low_hw: Sequence[int]) -> list[Sequence[int]]:
+    return [low_hw[k : k + 2] for k in range(0, len(low_hw), 2)]
+
+
 def upsample_sum_backward_reference(
     grad: Tensor, out: Tensor, low_hw: Sequence[int], mode: str, align_corners: bool, relu: bool
 ) -> tuple[Tensor, list[Tensor]]:
     """(g * m, [interp_adjoint(g * m, (h_k, w_k))]) in PyTorch ops; see the module docstring."""
     g = grad * (out > 0) if relu else grad.clone()
-    pairs = [low_hw[k : k + 2] for k in range(0, len(low_hw), 2)]
-    return g, [interpolate_adjoint(g, hw, mode, align_corners) for hw in pairs]
+    return g, [interpolate_adjoint(g, hw, mode, align_corners) for hw in _pairs(low_hw)]
 
 
-def _forward_fake(base, same, low, mode, align_corners, relu):
+def _fake(base, same, low, mode, align_corners, relu):
     return torch.empty_like(base)
 
 
 def _backward_fake(grad, out, low_hw, mode, align_corners, relu):
     n, c = grad.shape[:2]
-    pairs = [low_hw[k : k + 2] for k in range(0, len(low_hw), 2)]
-    return torch.empty_like(grad), [empty_like_layout(grad, (n, c, *hw)) for hw in pairs]
+    return torch.empty_like(grad), [empty_like_layout(grad, (n, c, *hw)) for hw in _pairs(low_hw)]
 
 
 def _setup_context(ctx, inputs, output):
@@ -78,38 +81,38 @@ def _setup_context(ctx, inputs, output):
     ctx.options = (mode, align_corners, relu)
 
 
-def register_fused(forward_op: str, backward_op: str) -> None:
-    """Give a backend's pair of custom ops (qualified names, e.g. ``"hrnet_fast::upsample_sum"``)
-    their fake implementations and the forward op its autograd formula (through ``backward_op``)."""
-    torch.library.register_fake(forward_op)(_forward_fake)
-    torch.library.register_fake(backward_op)(_backward_fake)
-    namespace, name = backward_op.split("::")
-
-    def backward(ctx, grad):
-        (out,) = ctx.saved_tensors
-        g, g_low = getattr(getattr(torch.ops, namespace), name)(grad, out, ctx.low_hw, *ctx.options)
-        return g, [g] * ctx.num_same, g_low, None, None, None
-
-    torch.library.register_autograd(forward_op, backward, setup_context=_setup_context)
-    register_autocast(forward_op)
+def _backward(ops, ctx, grad):
+    (out,) = ctx.saved_tensors
+    g, g_low = ops.upsample_sum_backward(grad, out, ctx.low_hw, *ctx.options)
+    return g, [g] * ctx.num_same, g_low, None, None, None
 
 
-def upsample_sum_extension(base, same, low, mode, align_corners, relu):
-    """The C++ extension's op (``hrnet_fast/_ext.py``): its CPU or CUDA kernel, by the tensors' device."""
-    return torch.ops.hrnet_fast.upsample_sum(base, same, low, mode, align_corners, relu)
+def _setup_backward_context(ctx, inputs, output):
+    _, out, _, mode, align_corners, relu = inputs
+    ctx.save_for_backward(out)
+    ctx.options = (mode, align_corners, relu)
 
 
-def upsample_sum_triton(base, same, low, mode, align_corners, relu):
-    """The Triton op, defined by ``ops/triton_ops.py`` once the triton backend is found usable."""
-    return torch.ops.hrnet_fast.upsample_sum_triton(base, same, low, mode, align_corners, relu)
+def _double_backward(ops, ctx, grad_g, grad_low):
+    (out,) = ctx.saved_tensors
+    mode, align_corners, relu = ctx.options
+    d_grad = ops.upsample_sum(grad_g, [], list(grad_low), mode, align_corners, False)
+    return (d_grad * (out > 0) if relu else d_grad), None, None, None, None, None
 
 
-_IMPLS: dict[str, Callable[..., Tensor]] = {
-    "reference": upsample_sum_reference,
-    "cpu": upsample_sum_extension,
-    "cuda": upsample_sum_extension,
-    "triton": upsample_sum_triton,
-}
+define_op(
+    OpSpec("upsample_sum", SCHEMA, upsample_sum_reference, _fake, Autograd(_backward, _setup_context), autocast=True)
+)
+define_op(
+    OpSpec(
+        "upsample_sum_backward",
+        BACKWARD_SCHEMA,
+        upsample_sum_backward_reference,
+        _backward_fake,
+        Autograd(_double_backward, _setup_backward_context),
+        family="upsample_sum",
+    )
+)
 
 
 def upsample_sum(
@@ -144,9 +147,6 @@ def upsample_sum(
     for k, t in enumerate(low):
         if t.shape[1] != base.shape[1]:
             raise ValueError(f"upsample_sum: low[{k}] has {t.shape[1]} channels, base has {base.shape[1]}")
-    name = resolve_backend(backend, base.device)
-    impl = _IMPLS.get(name)
-    if impl is None:
-        log.debug("upsample_sum: backend %r has no kernel for this op; using reference", name)
-        impl = upsample_sum_reference
-    return impl(base, same, low, mode, align_corners, relu)
+    run = kernel("upsample_sum", resolve_backend(backend, base.device), base)
+    out = run(base, same, low, mode, align_corners, relu)
+    return out.clone() if out is base else out

@@ -9,31 +9,30 @@ base: (N, C, H, W). down[k]: (N, Cd_k, Hd_k, Wd_k), the input of the *last* stri
 downsample chain from a higher-resolution branch (its earlier steps stay framework convs), so
 ceil(Hd_k / 2) = H and ceil(Wd_k / 2) = W; down_weight[k]: (C, Cd_k, 3, 3). low[k]: (N, Cl_k, h_k, w_k),
 a lower-resolution branch at any size; low_weight[k]: (C, Cl_k, 1, 1). bias: (C,). Weights and bias
-have base's dtype and device. BatchNorm is folded into the weights (W * gamma / sqrt(var + eps)), and
-the folded shifts of all paths are summed into ``bias`` (interpolation keeps constants, so one bias
-serves every path). ``out`` has base's dtype, device and strides.
+have base's dtype and device; weights in any layout, fastest with (k, k, C_in, C_out) memory
+(:func:`hrnet_fast.layout.weight_layout`). BatchNorm is folded into the weights
+(W * gamma / sqrt(var + eps)), and the folded shifts of all paths are summed into ``bias``
+(interpolation keeps constants, so one bias serves every path). ``out`` has base's dtype, device and
+memory format.
 
 Inference only: the op has no gradient (its autograd formula raises); training runs level 1
-(:mod:`hrnet_fast.ops.upsample_sum`). A fused backend implements :data:`FORWARD_SCHEMA` and calls
-:func:`register_fused`, which gives the op its fake (meta) implementation.
+(``upsample_sum``). Kernels: ``kernels/fusion_branch.py`` (Triton). Tests:
+``tests/test_triton_fusion_branch.py``, ``tests/test_triton_fusion.py`` (through the model).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .backends import resolve_backend
 from .checks import check_feature_maps, check_mode
 from .interp import interpolate
+from .registry import Autograd, OpSpec, define_op, kernel, resolve_backend
 
-log = logging.getLogger(__name__)
-
-FORWARD_SCHEMA = (
+SCHEMA = (
     "(Tensor base, Tensor[] down, Tensor[] down_weight, Tensor[] low, Tensor[] low_weight, Tensor bias,"
     " str mode, bool align_corners, bool relu) -> Tensor"
 )
@@ -59,51 +58,18 @@ def fusion_branch_reference(
     return torch.relu(out) if relu else out
 
 
-def weight_layout(weight: Tensor) -> Tensor:
-    """``weight`` (C_out, C_in, k, k) with (k, k, C_in, C_out) memory, the layout fused kernels read
-    without a copy (a view when it is already so). Any layout is accepted; this one is fastest."""
-    return weight.permute(2, 3, 1, 0).contiguous().permute(3, 2, 0, 1)
-
-
-def _forward_fake(base, down, down_weight, low, low_weight, bias, mode, align_corners, relu):
+def _fake(base, down, down_weight, low, low_weight, bias, mode, align_corners, relu):
     return torch.empty_like(base)
 
 
-def _no_backward(ctx, grad):
+def _no_backward(ops, ctx, grad):
     raise RuntimeError(
         "fusion_branch is inference-only and has no gradient; MultiResolutionFusion runs level 1 "
         "(upsample_sum) whenever gradients are needed"
     )
 
 
-def register_fused(forward_op: str) -> None:
-    """Give a backend's fusion_branch op (qualified name) its fake implementation, and an autograd
-    formula that says clearly that the op is inference-only."""
-    torch.library.register_fake(forward_op)(_forward_fake)
-    torch.library.register_autograd(forward_op, _no_backward)
-
-
-def _triton(*args) -> Tensor:
-    return torch.ops.hrnet_fast.fusion_branch_triton(*args)
-
-
-# Fused backends: their kernel and the dtypes it covers. The reference is the fallback.
-_IMPLS: dict[str, tuple[Callable[..., Tensor], tuple[torch.dtype, ...]]] = {
-    "triton": (_triton, (torch.float16, torch.bfloat16, torch.float32)),
-}
-
-
-def has_fused_kernel(backend: str) -> bool:
-    return backend in _IMPLS
-
-
-def unsupported_reason(backend: str, dtype: torch.dtype) -> str | None:
-    """None when ``backend`` runs fusion_branch fused for maps of ``dtype``, else why not."""
-    if backend not in _IMPLS:
-        return f"backend {backend!r} has no fused fusion_branch kernel"
-    if dtype not in _IMPLS[backend][1]:
-        return f"backend {backend!r} runs fusion_branch for {_IMPLS[backend][1]}, not {dtype}"
-    return None
+define_op(OpSpec("fusion_branch", SCHEMA, fusion_branch_reference, _fake, Autograd(_no_backward)))
 
 
 def _check(base, down, down_weight, low, low_weight, bias) -> None:
@@ -156,11 +122,5 @@ def fusion_branch(
     down, down_weight, low, low_weight = list(down), list(down_weight), list(low), list(low_weight)
     check_mode(mode, align_corners)
     _check(base, down, down_weight, low, low_weight, bias)
-    name = resolve_backend(backend, base.device)
-    reason = unsupported_reason(name, base.dtype)
-    args = (base, down, down_weight, low, low_weight, bias, mode, align_corners, relu)
-    if reason is None:
-        return _IMPLS[name][0](*args)
-    if name != "reference" and not torch.compiler.is_compiling():
-        log.debug("fusion_branch: %s; using the reference composition", reason)
-    return fusion_branch_reference(*args)
+    run = kernel("fusion_branch", resolve_backend(backend, base.device), base)
+    return run(base, down, down_weight, low, low_weight, bias, mode, align_corners, relu)

@@ -4,29 +4,31 @@ concatenated along channels, as the HRNetV2 segmentation head and the V2p neck d
     out = cat([xs[0], interp(xs[1], size), ..., interp(xs[n-1], size)], dim=1),  size = xs[0].shape[-2:]
 
 xs[k]: (N, C_k, H_k, W_k); out: (N, sum C_k, H_0, W_0) in xs[0]'s memory format. ``interp`` is
-``F.interpolate(size=...)``. Backward: split the gradient by channels; slice k goes through the
-adjoint of its interpolation (slice 0 straight through).
+``F.interpolate(size=...)``. Backward (the op ``upsample_concat_backward``): split the gradient by
+channels; slice k goes through the adjoint of its interpolation (slice 0 straight through). That is
+linear in the gradient, and its own derivative is this op again: for cotangents gg[k] of its
+outputs, d grad = upsample_concat(gg).
 
-Fused backends implement :data:`FORWARD_SCHEMA` / :data:`BACKWARD_SCHEMA` and call
-:func:`register_fused`, as for ``upsample_sum``.
+Kernels: ``kernels/upsample_concat.py`` (Triton), ``csrc/cpu/upsample_concat_kernel.cpp`` and
+``csrc/cuda/upsample_concat_binding.cpp`` (C++, on the upsample_sum kernels). Tests:
+``tests/test_ops.py``, ``tests/test_op_gradients.py``, ``tests/test_triton_upsample_concat.py``,
+``tests/test_cpp_ops.py``.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from .autocast import promote, register_autocast
-from .backends import resolve_backend
+from ..layout import empty_like_layout
+from .autocast import promote
 from .checks import check_feature_maps, check_mode
-from .interp import empty_like_layout, interpolate, interpolate_adjoint
+from .interp import interpolate, interpolate_adjoint
+from .registry import Autograd, OpSpec, define_op, kernel, resolve_backend
 
-log = logging.getLogger(__name__)
-
-FORWARD_SCHEMA = "(Tensor[] xs, str mode, bool align_corners) -> Tensor"
+SCHEMA = "(Tensor[] xs, str mode, bool align_corners) -> Tensor"
 # channels = [C_0, ..., C_{n-1}], hw = [H_0, W_0, H_1, W_1, ...]: the inputs' shapes.
 BACKWARD_SCHEMA = "(Tensor grad, SymInt[] channels, SymInt[] hw, str mode, bool align_corners) -> Tensor[]"
 
@@ -46,7 +48,7 @@ def upsample_concat_backward_reference(
     return grads
 
 
-def _forward_fake(xs, mode, align_corners):
+def _fake(xs, mode, align_corners):
     n, _, h, w = xs[0].shape
     return empty_like_layout(xs[0], (n, sum(x.shape[1] for x in xs), h, w))
 
@@ -63,36 +65,33 @@ def _setup_context(ctx, inputs, output):
     ctx.options = (mode, align_corners)
 
 
-def register_fused(forward_op: str, backward_op: str) -> None:
-    """Fake implementations for a backend's op pair and the forward op's autograd formula."""
-    torch.library.register_fake(forward_op)(_forward_fake)
-    torch.library.register_fake(backward_op)(_backward_fake)
-    namespace, name = backward_op.split("::")
-
-    def backward(ctx, grad):
-        grads = getattr(getattr(torch.ops, namespace), name)(grad, ctx.channels, ctx.hw, *ctx.options)
-        return grads, None, None
-
-    torch.library.register_autograd(forward_op, backward, setup_context=_setup_context)
-    register_autocast(forward_op)
+def _backward(ops, ctx, grad):
+    return ops.upsample_concat_backward(grad, ctx.channels, ctx.hw, *ctx.options), None, None
 
 
-def upsample_concat_extension(xs, mode, align_corners):
-    """The C++ extension's op (``hrnet_fast/_ext.py``): its CPU or CUDA kernel, by the tensors' device."""
-    return torch.ops.hrnet_fast.upsample_concat(xs, mode, align_corners)
+def _setup_backward_context(ctx, inputs, output):
+    ctx.options = inputs[3:]
 
 
-def upsample_concat_triton(xs, mode, align_corners):
-    """The Triton op, defined by ``ops/triton_ops.py`` once the triton backend is found usable."""
-    return torch.ops.hrnet_fast.upsample_concat_triton(xs, mode, align_corners)
+def _double_backward(ops, ctx, grads):
+    return ops.upsample_concat(list(grads), *ctx.options), None, None, None, None
 
 
-_IMPLS: dict[str, Callable[..., Tensor]] = {
-    "reference": upsample_concat_reference,
-    "cpu": upsample_concat_extension,
-    "cuda": upsample_concat_extension,
-    "triton": upsample_concat_triton,
-}
+define_op(
+    OpSpec(
+        "upsample_concat", SCHEMA, upsample_concat_reference, _fake, Autograd(_backward, _setup_context), autocast=True
+    )
+)
+define_op(
+    OpSpec(
+        "upsample_concat_backward",
+        BACKWARD_SCHEMA,
+        upsample_concat_backward_reference,
+        _backward_fake,
+        Autograd(_double_backward, _setup_backward_context),
+        family="upsample_concat",
+    )
+)
 
 
 def upsample_concat(
@@ -106,9 +105,5 @@ def upsample_concat(
         xs = promote(xs)
     check_mode(mode, align_corners)
     check_feature_maps("upsample_concat", [(f"xs[{k}]", t) for k, t in enumerate(xs)])
-    name = resolve_backend(backend, xs[0].device)
-    impl = _IMPLS.get(name)
-    if impl is None:
-        log.debug("upsample_concat: backend %r has no kernel for this op; using reference", name)
-        impl = upsample_concat_reference
-    return impl(xs, mode, align_corners)
+    run = kernel("upsample_concat", resolve_backend(backend, xs[0].device), xs[0])
+    return run(xs, mode, align_corners)

@@ -1,0 +1,44 @@
+"""A built wheel is a working install: it carries the Triton kernels and the C++/CUDA sources, so the
+``cpp`` backend's just-in-time build finds them outside a source checkout (building is not needed
+here: tests/test_cpp_build.py builds from the checkout)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hrnet_fast import _ext
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pip(*args: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", *args], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_wheel_installed_elsewhere_finds_its_cpp_sources(tmp_path):
+    _pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(ROOT))
+    (wheel,) = (tmp_path / "dist").glob("hrnet_fast-*.whl")
+    _pip("install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel))
+    probe = (
+        "import json, hrnet_fast, hrnet_fast.kernels.fusion_branch as k; from hrnet_fast import _ext; "
+        "sources = [str(p) for p in _ext.sources(True)]; "
+        "print(json.dumps([hrnet_fast.__file__, str(_ext.SOURCE_DIR), sources, k.__file__]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    package, source_dir, sources, kernel = json.loads(result.stdout)
+    site = str(tmp_path / "site")
+    assert package.startswith(site) and kernel.startswith(site)
+    assert source_dir == str(tmp_path / "site" / "hrnet_fast" / "csrc")
+    in_checkout = [str(p.relative_to(_ext.SOURCE_DIR)) for p in _ext.sources(True)]
+    assert sorted(str(Path(p).relative_to(source_dir)) for p in sources) == sorted(in_checkout)
+    headers = {p.relative_to(_ext.SOURCE_DIR) for p in _ext.SOURCE_DIR.rglob("*") if p.suffix in (".h", ".cuh")}
+    assert all((Path(source_dir) / h).is_file() for h in headers)
