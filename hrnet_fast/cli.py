@@ -165,7 +165,7 @@ def add_bench_command(sub) -> None:
         choices=["ops", "model", "train", "seg"],
         default=["ops", "model"],
         help="seg: W48 seg on one 1024x2048 image end to end per backend and optimize(), with peak memory "
-        "(opt-in: about 3 minutes on a 2-core CPU)",
+        "(opt-in: 2-5 minutes on a 2-core CPU)",
     )
     bench.add_argument(
         "--train",
