@@ -4,9 +4,13 @@
 #   bash benchmarks/gpu_check.sh kernels   ~6 min: install, C++ extension build + checks + timings
 #                                          (gpu_cuda.py), Triton checks + timings (gpu_triton.py),
 #                                          the cuda-marked tests of the C++ backend and of the models
-#   bash benchmarks/gpu_check.sh models    ~7 min: install, `hrnet-fast bench` W32 pose fp16
-#                                          channels_last at batch 32 (with every torch.compile peer)
-#                                          and 128, and the training benchmark (AMP fp16)
+#   bash benchmarks/gpu_check.sh models    ~8 min: install, `hrnet-fast bench --suite model --peers`
+#                                          W32 pose fp16 channels_last: batch 32 with every peer
+#                                          (torch.compile reduce-overhead and max-autotune with
+#                                          freezing, ONNX Runtime's CUDA provider, or a row saying
+#                                          it is not installed) beside optimize(); batch 128 with
+#                                          the reduce-overhead peer and ONNX Runtime
+#   bash benchmarks/gpu_check.sh train     ~3 min: install, the training benchmark (AMP fp16)
 #   bash benchmarks/gpu_check.sh triton-tests   ~5 min: every cuda-marked Triton test (compiles
 #                                          ~200 kernel variants)
 #   bash benchmarks/gpu_check.sh seg       ~4 min: install, `hrnet-fast bench --suite seg`: W48 seg on one
@@ -42,12 +46,16 @@ step() { echo "== $(date +%T) $*"; }
             tests/test_optimize.py tests/test_training.py tests/test_bench.py
         ;;
     models)
-        step "hrnet-fast bench: W32 pose fp16 channels_last, batch 32, with the torch.compile peers"
-        timeout 300 hrnet-fast bench --dtype float16 --channels-last --batch 32 --compile \
+        python3 -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())" \
+            || echo "onnxruntime is not installed: its rows will say so"
+        step "hrnet-fast bench: W32 pose fp16 channels_last, batch 32, optimize() beside every peer"
+        timeout 330 hrnet-fast bench --dtype float16 --channels-last --batch 32 --suite model --peers \
             --json "$OUT/gpu-w32-pose-b32-fp16-channels_last.json"
-        step "hrnet-fast bench: batch 128 (model only)"
-        timeout 90 hrnet-fast bench --dtype float16 --channels-last --batch 128 --suite model \
-            --json "$OUT/gpu-w32-pose-b128-fp16-channels_last.json"
+        step "hrnet-fast bench: batch 128, optimize() beside reduce-overhead + freezing and ONNX Runtime"
+        timeout 150 hrnet-fast bench --dtype float16 --channels-last --batch 128 --suite model \
+            --peers compile-ro-freeze onnxruntime --json "$OUT/gpu-w32-pose-b128-fp16-channels_last.json"
+        ;;
+    train)
         step "hrnet-fast bench --train: AMP fp16"
         timeout 120 hrnet-fast bench --train --dtype float16 --channels-last --json "$OUT/gpu-train-amp-fp16.json"
         ;;
@@ -68,7 +76,7 @@ print(f"optimize() fp16 vs official-style eager fp32: {speedup:.2f}x (target 4x)
 PY
         ;;
     *)
-        echo "unknown part $PART: kernels, models, triton-tests or seg" >&2
+        echo "unknown part $PART: kernels, models, train, triton-tests or seg" >&2
         exit 2
         ;;
     esac

@@ -6,11 +6,13 @@ hrnet-fast bench   time HRNet and its fusion ops per backend against the referen
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
 
 from .bench import report, results, suites
+from .bench.peers import PEERS, device_peers
 from .bench.seg import bench_seg_end_to_end, runner_names
 from .bench.timer import copy_bandwidth
 from .models import ARCHS, HEADS
@@ -66,6 +68,20 @@ class Progress:
         print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
+def _peers(args: argparse.Namespace, device: torch.device) -> list[str]:
+    """The peer engines the model suite times: ``--peers`` (none named: all of the device's), plus
+    the torch.compile ones with ``--compile``."""
+    peers = device_peers(device) if args.peers == [] else list(args.peers or [])
+    if args.compile:
+        peers += [p for p in device_peers(device) if p.startswith(suites.COMPILE)]
+    return list(dict.fromkeys(peers))
+
+
+def _load() -> float | None:
+    """The machine's 1-minute load average (other work on a shared machine skews CPU timings)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
 def _seg_predictor(model: torch.nn.Module, size: tuple[int, int]):
     from .seg.estimator import SegEstimator
 
@@ -78,17 +94,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     batch = args.batch or (32 if cuda else 8)
     backends = args.backend or suites.default_backends(device)
     op_backends = [*backends, suites.COMPILE] if args.compile else backends
-    model_backends = [*backends, *suites.model_peers(device, args.compile)]
+    model_backends = [*backends, *suites.model_peers(device, _peers(args, device))]
     op_settings = suites.Settings(
         device, DTYPES[args.dtype], args.channels_last, warmup=3, iters=args.iters or (50 if cuda else 10)
     )
     model_settings = suites.Settings(
-        device, DTYPES[args.dtype], args.channels_last, warmup=3 if cuda else 1, iters=args.iters or (20 if cuda else 5)
+        device, DTYPES[args.dtype], args.channels_last, warmup=3 if cuda else 1, iters=args.iters or (20 if cuda else 7)
     )
     suites_run = ["train"] if args.train else args.suite
     train_cases = TRAIN_CASES["cuda" if cuda else "cpu"]
     steps = 1 + len(dict.fromkeys(["reference", *op_backends])) * 3 * ("ops" in suites_run)
-    steps += len(dict.fromkeys(["reference", *model_backends])) * ("model" in suites_run)
+    steps += (len(dict.fromkeys(["reference", *model_backends])) + 1) * ("model" in suites_run)
     seg_settings = suites.Settings(
         device, DTYPES[args.dtype], args.channels_last, warmup=0, iters=args.iters or (10 if cuda else 2)
     )
@@ -97,6 +113,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         steps + len(dict.fromkeys(["reference", *backends])) * len(train_cases) * ("train" in suites_run)
     )
 
+    load_before = _load()
     progress("copy bandwidth")
     copy_bw = copy_bandwidth(device)
     found: list[suites.Result] = []
@@ -118,7 +135,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         found += bench_seg_end_to_end(seg_settings, backends=backends, predictor=_seg_predictor, progress=progress)
     progress.done()
 
-    meta = results.environment(device, " ".join(["hrnet-fast", *args.argv])) | {"copy_gb_per_s": copy_bw / 1e9}
+    meta = results.environment(device, " ".join(["hrnet-fast", *args.argv])) | {
+        "copy_gb_per_s": copy_bw / 1e9,
+        "load": [load_before, _load()],
+    }
     print(f"{meta['device_name']} ({device}), torch {meta['torch']}, triton {meta['triton']}, {meta['date']}")
     print(f"copy bandwidth (read + write) measured in this run: {copy_bw / 1e9:.1f} GB/s\n")
     print(report.render(found))
@@ -157,7 +177,16 @@ def add_bench_command(sub) -> None:
     bench.add_argument(
         "--compile",
         action="store_true",
-        help="also time torch.compile of the reference (on CUDA also mode=reduce-overhead, with and without freezing)",
+        help="also time torch.compile of the reference (in the model suite: with freezing; on CUDA "
+        "mode=reduce-overhead and max-autotune)",
+    )
+    bench.add_argument(
+        "--peers",
+        nargs="*",
+        choices=list(PEERS),
+        metavar="PEER",
+        help="time other inference engines beside optimize() in the model suite: "
+        f"{', '.join(PEERS)} (no name: all that apply to the device; missing ones are rows that say so)",
     )
     bench.add_argument(
         "--suite",

@@ -30,9 +30,13 @@ OP_COLUMNS = [
 MODEL_COLUMNS = [
     ("backend", "backend", "s"),
     ("ms", "ms/batch", ".2f"),
+    ("spread", "spread", ".0%"),
     ("img_per_s", "img/s", ".1f"),
     ("speedup", "vs reference", ".2f"),
+    ("vs_best_peer", "vs best peer", ".2f"),
     ("max_abs_err", "max |err|", ".1e"),
+    ("setup_s", "build s", ".1f"),
+    ("note", "", "s"),
 ]
 
 
@@ -80,7 +84,7 @@ def plot(results: Sequence[Result], path: str | os.PathLike) -> None:
     for k, backend in enumerate(backends):
         xs, ys = [], []
         for i, case in enumerate(cases):
-            match = [r for r in results if r.case == case and r.backend == backend]
+            match = [r for r in results if r.case == case and r.backend == backend and r.speedup is not None]
             if match:
                 xs.append(i + (k - (len(backends) - 1) / 2) * width)
                 ys.append(match[0].speedup)

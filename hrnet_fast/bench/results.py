@@ -53,7 +53,9 @@ def markdown_header(title: str, env: dict) -> str:
     """The heading of a results section: what, where, when, with which versions, by which command."""
     return (
         f"## {title}: {env['device_name']} ({env['device']}), {env['date']}\n\n"
-        f"torch {env['torch']}, triton {env['triton']}, Python {env['python']}, {env['cpu_count']} CPUs.\n\n"
+        f"torch {env['torch']}, triton {env['triton']}, Python {env['python']}, {env['cpu_count']} CPUs"
+        + (f"; load average {env['load'][0]:.1f} before, {env['load'][1]:.1f} after" if env.get("load") else "")
+        + ".\n\n"
         f"Command: `{env['command']}`\n"
     )
 
@@ -100,7 +102,7 @@ def compare(old: Sequence[Result], new: Sequence[Result]) -> tuple[list[Regressi
     before = {r.key: r for r in old}
     regressions, matched = [], 0
     for r in new:
-        if r.key not in before:
+        if r.key not in before or r.ms is None or before[r.key].ms is None:
             continue
         matched += 1
         o = before[r.key]

@@ -8,6 +8,9 @@ in a backend list means ``torch.compile`` of the reference, the strongest plain-
 
 from __future__ import annotations
 
+import copy
+import functools
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -18,12 +21,11 @@ from ..models import HRNet, optimize
 from ..nn import CudaGraphCache
 from ..ops import available_backends, upsample_concat, upsample_concat_reference, upsample_sum, upsample_sum_reference
 from .memory import step_memory_bytes
+from .peers import PEERS, PeerUnavailable
 from .shapes import SumShapes, concat_elements, concat_shapes, fusion_shapes
-from .timer import Rotation, Timing, time_fn
+from .timer import Rotation, Timing, time_fn, time_interleaved
 
 COMPILE = "compile"  # torch.compile(reference) as a pseudo-backend
-COMPILE_RO = "compile-ro"  # torch.compile(reference, mode="reduce-overhead"): CUDA graphs
-COMPILE_RO_FREEZE = "compile-ro-freeze"  # the same with inductor freezing (folds BN): the strongest peer
 CUDA_GRAPH = "cuda-graph"  # the eager reference replayed as a CUDA graph
 OPTIMIZE = "optimize"  # hrnet_fast.optimize(): our inference engine
 
@@ -33,14 +35,17 @@ class Result:
     suite: str  # "op" or "model"
     case: str
     backend: str
-    ms: float
-    spread: float
-    speedup: float
-    max_abs_err: float
+    ms: float | None  # None: the engine could not run here (``note`` says why)
+    spread: float | None
+    speedup: float | None
+    max_abs_err: float | None
     img_per_s: float | None = None
     gb_per_s: float | None = None
     pct_of_copy: float | None = None
     mem_mb: float | None = None  # training: activation memory of one step (see bench.memory)
+    vs_best_peer: float | None = None  # models: the fastest peer's time / this row's time
+    setup_s: float | None = None  # models: seconds to build the engine (compile, export), not timed
+    note: str | None = None  # why a peer has no timing (not installed, device, dtype)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -205,16 +210,18 @@ def bench_seg_concat(
     return _compare("op", case, names, run, settings, progress, _op_throughput(nbytes, copy_bw))
 
 
-def _compiled(model: torch.nn.Module, x: Tensor, freezing: bool = False, **options) -> Callable[[], object]:
-    """torch.compile of the reference model, compiled (and, with freezing, frozen) by a first call."""
+def _compiled(model: torch.nn.Module, x: Tensor) -> Callable[[], object]:
+    """torch.compile of the reference model (default mode, no freezing), compiled by a first call."""
     model.backend = "reference"
-    compiled = torch.compile(model, dynamic=False, **options)
-    with torch._inductor.config.patch(freezing=freezing), torch.inference_mode():
+    compiled = torch.compile(model, dynamic=False)
+    with torch.inference_mode():
         compiled(x)
     return lambda: compiled(x)
 
 
 def _cuda_graph(model: torch.nn.Module, x: Tensor) -> Callable[[], object]:
+    if x.device.type != "cuda":
+        raise PeerUnavailable("CUDA graphs need a CUDA device")
     model.backend = "reference"
     graphs = CudaGraphCache(model)
     return lambda: graphs(x)
@@ -226,23 +233,30 @@ def _optimized(model: HRNet, x: Tensor) -> Callable[[], object]:
     return lambda: engine(x)
 
 
-# Whole-model runners timed beside the backends: our engine and the plain-PyTorch peers.
+# Whole-model runners timed beside the backends: our engine and its peers. Each builds its engine
+# from its own copy of the model (compile and export time are reported apart from the timings).
 MODEL_RUNNERS: dict[str, Callable[[HRNet, Tensor], Callable[[], object]]] = {
     OPTIMIZE: _optimized,
     CUDA_GRAPH: _cuda_graph,
     COMPILE: _compiled,
-    COMPILE_RO: lambda m, x: _compiled(m, x, mode="reduce-overhead"),
-    COMPILE_RO_FREEZE: lambda m, x: _compiled(m, x, freezing=True, mode="reduce-overhead"),
+    **PEERS,
 }
+# The rows that count as peers of optimize() ("vs best peer").
+PEER_NAMES = (CUDA_GRAPH, COMPILE, *PEERS)
 
 
-def model_peers(device: torch.device, compile: bool) -> list[str]:
-    """The runners worth timing on ``device``: the engine, CUDA graphs on CUDA, compile variants if asked."""
-    cuda = device.type == "cuda"
-    peers = [OPTIMIZE] + ([CUDA_GRAPH] if cuda else [])
-    if compile:
-        peers += [COMPILE, COMPILE_RO, COMPILE_RO_FREEZE] if cuda else [COMPILE]
-    return peers
+def model_peers(device: torch.device, peers: Sequence[str] = ()) -> list[str]:
+    """The engine (and CUDA graphs on CUDA), then ``peers`` (see :data:`hrnet_fast.bench.peers.PEERS`)."""
+    return [OPTIMIZE] + ([CUDA_GRAPH] if device.type == "cuda" else []) + list(peers)
+
+
+def model_runner(name: str, model: HRNet, x: Tensor) -> Callable[[], object]:
+    """One forward of ``model`` on ``x`` by the runner ``name`` (or the model with backend ``name``);
+    built from ``model``, which it may change. Raises PeerUnavailable where it cannot run."""
+    if name in MODEL_RUNNERS:
+        return MODEL_RUNNERS[name](model, x)
+    model.backend = name
+    return functools.partial(model, x)
 
 
 def bench_model(
@@ -255,22 +269,65 @@ def bench_model(
     backends: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[Result]:
-    """One eval-mode forward of ``HRNet(arch, head)`` on a random batch per backend, and per runner
-    of :data:`MODEL_RUNNERS` named in ``backends``."""
-    model = HRNet(arch, head=head).eval().to(device=settings.device, dtype=settings.dtype)
+    """One eval-mode forward of ``HRNet(arch, head)`` per backend and per runner of
+    :data:`MODEL_RUNNERS` named in ``backends``, all from the same weights and input batch.
+
+    Every engine is built first (its build time is ``setup_s``), then all are timed in interleaved
+    rounds (``settings.iters`` of them). A peer that cannot run here is a row with a ``note``.
+    ``vs_best_peer`` is the fastest peer's time over the row's; errors are against the reference
+    backend's output in the same dtype.
+    """
+    base = HRNet(arch, head=head).eval().to(device=settings.device, dtype=settings.dtype)
     if settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        base = base.to(memory_format=torch.channels_last)
     x = settings.tensor((batch, 3, *size))
-
-    def run(backend: str):
-        if backend in MODEL_RUNNERS:
-            return MODEL_RUNNERS[backend](model, x)
-        model.backend = backend
-        return lambda: model(x)
-
     case = f"{head} {arch} {size[0]}x{size[1]} b{batch} {settings.label}"
-    names = backends or default_backends(settings.device)
-    return _compare("model", case, names, run, settings, progress, lambda s: {"img_per_s": batch / s})
+    names = list(dict.fromkeys(["reference", *(backends or default_backends(settings.device))]))
+
+    runners, setup_s, notes, errors = {}, {}, {}, {}
+    ref_out = None
+    for name in names:
+        if progress:
+            progress(f"model {case}: building {name}")
+        t0 = time.perf_counter()
+        try:
+            runners[name] = model_runner(name, copy.deepcopy(base), x)
+        except PeerUnavailable as exc:
+            notes[name] = str(exc)
+            continue
+        setup_s[name] = time.perf_counter() - t0
+        with torch.inference_mode():
+            out = runners[name]()
+            ref_out = out if ref_out is None else ref_out
+            errors[name] = max_abs_err(out, ref_out)  # before a later call may reuse the output buffers
+    if progress:
+        progress(f"model {case}: {settings.iters} interleaved rounds of {len(runners)} engines")
+    with torch.inference_mode():
+        timings = time_interleaved(runners, settings.device, warmup=settings.warmup, rounds=settings.iters)
+    peers = [timings[n].median_s for n in timings if n in PEER_NAMES]
+    best_peer = min(peers) if peers else None
+    ref_s = timings["reference"].median_s
+    results = []
+    for name in names:
+        if name in notes:
+            results.append(Result("model", case, name, None, None, None, None, note=notes[name]))
+            continue
+        t = timings[name]
+        results.append(
+            Result(
+                suite="model",
+                case=case,
+                backend=name,
+                ms=t.median_ms,
+                spread=t.spread,
+                speedup=ref_s / t.median_s,
+                max_abs_err=errors[name],
+                img_per_s=batch / t.median_s,
+                vs_best_peer=best_peer / t.median_s if best_peer else None,
+                setup_s=setup_s[name],
+            )
+        )
+    return results
 
 
 def _loss_fn(head: str, out) -> Callable[[object], Tensor]:

@@ -103,3 +103,32 @@ class Rotation:
         args = self.sets[self._next]
         self._next = (self._next + 1) % len(self.sets)
         return args
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], device: torch.device, *, warmup: int = 1, rounds: int = 5
+) -> dict[str, Timing]:
+    """Median time of one call of each ``fns[name]``, timed in turn (A, B, C, A, B, C, ...).
+
+    Load that comes and goes on a shared machine then falls on every engine alike, so the ratios
+    between them hold even when the absolute times wander. CUDA calls are bracketed by events.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                torch.cuda.synchronize(device)
+                start.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize(device)
+                samples[name].append(start.elapsed_time(end) / 1e3)
+            else:
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - t0)
+    return {name: _summary(s) for name, s in samples.items()}

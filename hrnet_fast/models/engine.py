@@ -5,20 +5,26 @@ What it does to a copy of the model (the original is left as it was):
     call (bias + ReLU; bias + residual + ReLU at the end of BasicBlock/Bottleneck);
   - casts weights to ``dtype`` and lays tensors out channels_last;
   - on CUDA, replays a captured CUDA graph per input shape (the first call with a shape warms up
-    and captures; later calls replay), which removes HRNet's launch overhead.
-The fusion steps keep running through ``hrnet_fast.ops`` with the model's backend. On a CPU it
-folds and fuses (no graphs). Under ``torch.compile`` it runs the folded model as plain ops and
-lets the compiler fuse and graph them.
+    and captures; later calls replay), which removes HRNet's launch overhead;
+  - on a CPU, prepacks each conv's weights once per input shape into oneDNN's blocked layout and,
+    for a batch of more than one image, splits the batch into chunks that worker threads with one
+    intra-op thread each take in turn (:mod:`hrnet_fast.nn.cpu_workers`) instead of splitting every
+    small op over all cores; a single image runs each op on all cores.
+The fusion steps keep running through ``hrnet_fast.ops`` with the model's backend. Under
+``torch.compile`` it runs the folded model as plain ops and lets the compiler fuse and graph them.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 from torch import Tensor, nn
 
 from ..nn import CudaGraphCache, FoldedConv
+from ..nn.cpu_workers import CpuWorkers, cpu_workers
+from ..ops.registry import exporting
 from .blocks import BasicBlock, Bottleneck
 from .hrnet import HRNet
 
@@ -26,7 +32,9 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 class FoldedBasicBlock(nn.Module):
-    """BasicBlock with BN folded: conv1+ReLU, then conv2 + shortcut + ReLU in one call."""
+    """BasicBlock with BN folded: conv1+ReLU, then conv2 + shortcut + ReLU in one call, which on a
+    CPU adds into the shortcut's memory: an identity shortcut overwrites the block's input, which
+    the engine never reads again (inference only)."""
 
     def __init__(self, block: BasicBlock):
         super().__init__()
@@ -36,11 +44,12 @@ class FoldedBasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
-        return self.conv2(self.conv1(x), shortcut)
+        return self.conv2(self.conv1(x), shortcut, accumulate=True)
 
 
 class FoldedBottleneck(nn.Module):
-    """Bottleneck with BN folded: conv1+ReLU, conv2+ReLU, then conv3 + shortcut + ReLU in one call."""
+    """Bottleneck with BN folded: conv1+ReLU, conv2+ReLU, then conv3 + shortcut + ReLU in one call
+    (into the shortcut's memory on a CPU, as in :class:`FoldedBasicBlock`)."""
 
     def __init__(self, block: Bottleneck):
         super().__init__()
@@ -51,7 +60,7 @@ class FoldedBottleneck(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
-        return self.conv3(self.conv2(self.conv1(x)), shortcut)
+        return self.conv3(self.conv2(self.conv1(x)), shortcut, accumulate=True)
 
 
 def _folded(module: nn.Module) -> nn.Module:
@@ -103,12 +112,14 @@ class OptimizedHRNet(nn.Module):
     outputs come in the engine's dtype. Inference only: ``.train()`` raises.
     """
 
-    def __init__(self, model: HRNet, dtype: torch.dtype, channels_last: bool, cuda_graph: bool):
+    def __init__(self, model: HRNet, dtype: torch.dtype, channels_last: bool, cuda_graph: bool, cpu_workers: bool):
         super().__init__()
         self.model = model
         self.dtype = dtype
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.cuda_graph = cuda_graph
+        self.cpu_workers = cpu_workers
+        super().train(False)  # inference-only, and says so (exporters restore the mode they found)
         self.graphs = CudaGraphCache(model)
 
     @property
@@ -135,11 +146,27 @@ class OptimizedHRNet(nn.Module):
         if self.cuda_graph and x.is_cuda and not torch.compiler.is_compiling():
             return self.graphs(x)
         with torch.no_grad():
-            return self.model(x)
+            workers = None
+            if x.device.type == "cpu" and x.shape[0] > 1 and self.cpu_workers:
+                workers = None if torch.compiler.is_compiling() or exporting() else cpu_workers()
+            return self.model(x) if workers is None else self._forward_on_workers(x, workers)
+
+    def _forward_on_workers(self, x: Tensor, workers: CpuWorkers):
+        """The batch split into chunks (two per worker thread, so a stalled core hands work over),
+        each chunk run single-threaded by a worker, the outputs joined again: once BN is folded the
+        model treats every image on its own."""
+        chunks = x.tensor_split(min(2 * workers.size, x.shape[0]))
+        outs = workers.map([functools.partial(self.model, chunk) for chunk in chunks])
+        if isinstance(outs[0], tuple):
+            return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
+        return torch.cat(outs)
 
     def extra_repr(self) -> str:
         channels_last = self.memory_format == torch.channels_last
-        return f"dtype={self.dtype}, channels_last={channels_last}, cuda_graph={self.cuda_graph}"
+        return (
+            f"dtype={self.dtype}, channels_last={channels_last}, cuda_graph={self.cuda_graph}, "
+            f"cpu_workers={self.cpu_workers}"
+        )
 
 
 def optimize(
@@ -148,10 +175,13 @@ def optimize(
     dtype: torch.dtype | None = None,
     channels_last: bool = True,
     cuda_graph: bool = True,
+    cpu_workers: bool = True,
     backend: str | None = None,
 ) -> OptimizedHRNet:
     """An inference engine with ``model``'s outputs: BN folded, fused conv epilogues, ``dtype``
-    weights (default: the model's), channels_last, and CUDA graphs per input shape on CUDA.
+    weights (default: the model's), channels_last, CUDA graphs per input shape on CUDA
+    (``cuda_graph``), and on a CPU prepacked weights and batches split over worker threads
+    (``cpu_workers``; False splits each op over torch's intra-op threads instead).
 
     ``model`` must be an HRNet in eval mode (``model.eval()``); it is copied, never changed.
     ``backend`` selects the fused-op backend of the copy (default: the model's own choice).
@@ -172,4 +202,4 @@ def optimize(
     folded = folded.to(dtype=dtype)
     if channels_last:
         folded = folded.to(memory_format=torch.channels_last)
-    return OptimizedHRNet(folded.eval(), dtype, channels_last, cuda_graph)
+    return OptimizedHRNet(folded.eval(), dtype, channels_last, cuda_graph, cpu_workers)

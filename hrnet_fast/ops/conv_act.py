@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..layout import memory_format_of
-from .registry import requested_backend
+from .registry import exporting, requested_backend
 
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 _CUDNN_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -38,6 +38,24 @@ def conv_bias_act_reference(
     return torch.relu(out) if relu else out
 
 
+def prepack_weight(weight: Tensor, *, stride: int, padding: int, input_shape: tuple[int, ...]) -> Tensor | None:
+    """``weight`` reordered once into the blocked layout oneDNN picks for inputs of ``input_shape``
+    (an opaque oneDNN tensor, as inductor's freezing makes), to pass as ``conv_bias_act(...,
+    packed=)``: the library then skips reordering the weights on every call. None where the oneDNN
+    call does not run: not a CPU float32/bfloat16 weight, or while compiling or exporting."""
+    if (
+        weight.device.type != "cpu"
+        or weight.dtype not in _ONEDNN_DTYPES
+        or not torch.backends.mkldnn.is_available()
+        or torch.compiler.is_compiling()
+        or exporting()
+    ):
+        return None
+    pad, st = [padding, padding], [stride, stride]
+    with torch.no_grad():
+        return torch.ops.mkldnn._reorder_convolution_weight(weight, pad, st, [1, 1], 1, list(input_shape))
+
+
 def _onednn(x, weight, bias, stride, padding, residual, relu):
     pad, st, dil = [padding, padding], [stride, stride], [1, 1]
     unary = "relu" if relu else None
@@ -45,6 +63,14 @@ def _onednn(x, weight, bias, stride, padding, residual, relu):
         return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, pad, st, dil, 1, unary or "none", [], None)
     return torch.ops.mkldnn._convolution_pointwise.binary(
         x, residual, weight, bias, pad, st, dil, 1, "add", None, unary, [], None
+    )
+
+
+def _onednn_accumulate(x, weight, bias, stride, padding, residual, relu):
+    """oneDNN's sum post-op: the result is written into ``residual``'s memory."""
+    unary = "relu" if relu else None
+    return torch.ops.mkldnn._convolution_pointwise_.binary(
+        residual, x, weight, bias, [padding, padding], [stride, stride], [1, 1], 1, "add", 1.0, unary, [], None
     )
 
 
@@ -97,12 +123,22 @@ def conv_bias_act(
     residual: Tensor | None = None,
     relu: bool = True,
     backend: str | None = None,
+    packed: Tensor | None = None,
+    accumulate: bool = False,
 ) -> Tensor:
     """``act(conv2d(x, weight, bias, stride, padding) + residual)`` in one fused library call where one
-    exists; ``backend="reference"`` (or the global selection) forces the plain composition."""
+    exists; ``backend="reference"`` (or the global selection) forces the plain composition.
+
+    ``packed``: the same weight from :func:`prepack_weight`, which the oneDNN call uses instead of
+    ``weight`` (every other path reads ``weight``). ``accumulate``: the caller no longer needs
+    ``residual``, so the oneDNN call may add into its memory and return it (no new output buffer)."""
     if requested_backend(backend) != "reference" and not torch.compiler.is_compiling():
         impl = _vendor(x, residual, relu)
-        out = None if impl is None else _call_vendor(impl, x, weight, bias, stride, padding, residual, relu)
-        if out is not None:
-            return out
+        if impl is _onednn and accumulate and residual is not None:
+            impl = _onednn_accumulate
+        if impl is not None:
+            w = packed if impl in (_onednn, _onednn_accumulate) and packed is not None else weight
+            out = _call_vendor(impl, x, w, bias, stride, padding, residual, relu)
+            if out is not None:
+                return out
     return conv_bias_act_reference(x, weight, bias, stride, padding, residual, relu)
