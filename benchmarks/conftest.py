@@ -1,19 +1,38 @@
 """pytest-benchmark setup: the device under test, a synchronized clock, and a summary table.
 
 Run: ``pytest benchmarks/ --benchmark-only``. On CUDA every round is timed with a clock that
-synchronizes the device first, so rounds measure device work, not launches. Each benchmark records
-what it moved or processed and its error against the reference; the terminal summary prints GB/s
-(op level) or images/s (module/model level) and the speedup over the reference of the same group.
+synchronizes the device first (:func:`device_clock`), so rounds measure device work, not launches.
+Each benchmark records what it moved or processed and its error against the reference; the
+terminal summary prints GB/s (op level) or images/s (module/model level) and the speedup over the
+reference of the same group.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 import pytest
 import torch
 
 from hrnet_fast.bench import report
 from hrnet_fast.bench.suites import COMPILE, default_backends
-from hrnet_fast.bench.timer import copy_bandwidth, device_clock
+from hrnet_fast.bench.timer import copy_bandwidth
+
+
+def device_clock(device: torch.device) -> Callable[[], float]:
+    """A clock for pytest-benchmark that first waits for ``device``'s queued work, then reads
+    ``perf_counter``: pytest-benchmark reads its timer before and after each round, so a round's
+    time covers the device work its calls queued, not just the launches (the CPU needs no wait)."""
+    if device.type != "cuda":
+        return time.perf_counter
+
+    def clock() -> float:
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    return clock
+
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 ON_GPU = DEVICE.type == "cuda"

@@ -3,7 +3,8 @@
 #
 #   bash benchmarks/gpu_check.sh kernels   ~6 min: install, C++ extension build + checks + timings
 #                                          (gpu_cuda.py), Triton checks + timings (gpu_triton.py),
-#                                          the cuda-marked tests of the C++ backend and of the models
+#                                          the cuda-marked tests of the C++ backend, the models and
+#                                          the README's GPU snippets
 #   bash benchmarks/gpu_check.sh models    ~8 min: install, `hrnet-fast bench --suite model --peers`
 #                                          W32 pose fp16 channels_last: batch 32 with every peer
 #                                          (torch.compile reduce-overhead and max-autotune with
@@ -41,9 +42,9 @@ step() { echo "== $(date +%T) $*"; }
         timeout 240 python3 benchmarks/gpu_cuda.py "$OUT/cuda"
         step "Triton: correctness, timings (target case first)"
         timeout 200 python3 benchmarks/gpu_triton.py "$OUT/triton" --budget-s 150
-        step "cuda-marked tests: C++ backend, models, optimize(), training, harness"
+        step "cuda-marked tests: C++ backend, models, optimize(), training, harness, README's GPU snippets"
         timeout 150 python3 -m pytest -q -m cuda tests/test_cpp_ops.py tests/test_cpp_model.py \
-            tests/test_optimize.py tests/test_training.py tests/test_bench.py
+            tests/test_optimize.py tests/test_training.py tests/test_bench.py tests/test_readme.py
         ;;
     models)
         python3 -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())" \

@@ -9,7 +9,7 @@
 3. Times the level-1 op of every output branch of the last fusion step of HRNet-W32 (256x192, batch 32
    and 128) and HRNet-W48 (384x288, batch 32), fp16 channels_last and fp32 NCHW, nearest: CUDA events
    around back-to-back calls, median of repeats after warm-up, inputs rotated through enough copies to
-   exceed twice the L2 cache (60 MB) so every call reads from memory; GB/s (bytes read once + written
+   exceed twice the L2 cache (as the driver reports it) so every call reads from memory; GB/s (bytes read once + written
    once) against the device-to-device copy bandwidth measured in the same run, side by side with the
    Triton level-1 op (torch.ops.hrnet_fast.upsample_sum_triton) when it is registered, and eager.
 
@@ -37,7 +37,7 @@ from hrnet_fast import _ext
 from hrnet_fast.bench.report import table
 from hrnet_fast.bench.results import environment, markdown_header
 from hrnet_fast.bench.shapes import fusion_shapes
-from hrnet_fast.bench.timer import L2_BYTES, copy_bandwidth
+from hrnet_fast.bench.timer import cache_bytes, copy_bandwidth
 from hrnet_fast.ops import BackendUnavailableError, resolve_backend
 from hrnet_fast.ops import upsample_concat_op as concat_mod
 from hrnet_fast.ops import upsample_sum_op as sum_mod
@@ -256,7 +256,7 @@ def time_all(calls: int, repeats: int) -> tuple[float, list[dict]]:
             for branch, problem in enumerate(fusion_shapes(arch, INPUT_SIZES[arch], batch)):
                 shapes = [problem.base] * (1 + problem.num_same) + list(problem.low)
                 nbytes = problem.elements() * dtype.itemsize  # inputs + the output
-                copies = max(1, -(-2 * L2_BYTES // nbytes))
+                copies = max(1, -(-2 * cache_bytes(torch.device("cuda")) // nbytes))
                 sets = [[randn(s, dtype, fmt) for s in shapes] for _ in range(copies)]
                 row = {"arch": arch, "batch": batch, "dtype": dname, "branch": branch, "MB": nbytes / 1e6}
                 for name, op in impls.items():

@@ -3,24 +3,29 @@
 from hrnet_fast import HRNet, load_checkpoint
 model = HRNet("w32", head="pose")
 load_checkpoint(model, "pose_hrnet_w32_256x192.pth")
+
+Every name here is imported on first use (:mod:`._lazy`), so ``import hrnet_fast`` loads no torch.
 """
 
-from .models import ARCHS, HEADS, CheckpointError, CheckpointMismatchError, HRNet, load_checkpoint, optimize
-from .ops import BackendUnavailableError, available_backends, backend_status, get_backend, set_backend
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ARCHS",
-    "HEADS",
-    "BackendUnavailableError",
-    "CheckpointError",
-    "CheckpointMismatchError",
-    "HRNet",
-    "available_backends",
-    "backend_status",
-    "get_backend",
-    "load_checkpoint",
-    "optimize",
-    "set_backend",
-]
+_EXPORTS = {
+    "ARCHS": ".models",
+    "HEADS": ".models",
+    "CheckpointError": ".models",
+    "CheckpointMismatchError": ".models",
+    "HRNet": ".models",
+    "load_checkpoint": ".models",
+    "optimize": ".models",
+    "BackendUnavailableError": ".ops",
+    "available_backends": ".ops",
+    "backend_status": ".ops",
+    "get_backend": ".ops",
+    "set_backend": ".ops",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(
+    __name__, {**_EXPORTS, **{m: f".{m}" for m in ("bench", "models", "nn", "ops", "pose")}}
+)

@@ -2,7 +2,8 @@
 functions): layers import only downwards, sibling packages of one layer not each other, nothing
 imports the ``hrnet_fast`` facade, and the module graph has no cycle.
 
-    cli -> pose | seg | bench -> models -> nn -> ops -> kernels | _ext -> layout | testing
+    cli -> bench -> pose | seg -> arguments -> models -> nn -> ops -> kernels | _ext
+        -> layout | testing | _lazy | extras | progress
 
 (``kernels/`` is installed as ``hrnet_fast.kernels``.) A new module must belong to a layer: add its
 package to ``LAYERS`` here where the design puts it.
@@ -18,12 +19,14 @@ PACKAGE = "hrnet_fast"
 SOURCES = {PACKAGE: ROOT / "hrnet_fast", f"{PACKAGE}.kernels": ROOT / "kernels"}
 LAYERS = [  # top first; packages in one layer are independent of each other
     ["cli"],
-    ["pose", "seg", "bench"],
+    ["bench"],  # the harness times the apps end to end (seg)
+    ["pose", "seg"],
+    ["arguments"],  # the subcommands' argparse types: they check names against models and ops
     ["models"],
     ["nn"],
     ["ops"],
     ["kernels", "_ext"],
-    ["layout", "testing"],
+    ["layout", "testing", "_lazy", "extras", "progress"],  # leaves: import nothing of the package
 ]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,9 @@ def _pip(*args: str) -> None:
 
 
 def test_a_wheel_installed_elsewhere_finds_its_cpp_sources(tmp_path):
-    _pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(ROOT))
+    tree = tmp_path / "tree"  # a copy, so the build writes nothing into the checkout
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__", "tests"))
+    _pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(tree))
     (wheel,) = (tmp_path / "dist").glob("hrnet_fast-*.whl")
     _pip("install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel))
     probe = (

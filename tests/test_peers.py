@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from hrnet_fast.bench import peers, report, suites
+from hrnet_fast.bench.timer import StopRule
 
 CPU = torch.device("cpu")
 
 
 def _run(dtype, names):
-    settings = suites.Settings(CPU, dtype, channels_last=True, warmup=1, iters=3)
+    settings = suites.Settings(CPU, dtype, channels_last=True, warmup=1, rule=StopRule.fixed(3))
     return {r.backend: r for r in suites.bench_model("w18_small_v1", "pose", (64, 48), 2, settings, backends=names)}
 
 

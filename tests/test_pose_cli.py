@@ -13,7 +13,8 @@ from pose_synthetic import make_dataset
 
 from hrnet_fast import HRNet
 from hrnet_fast.cli import main
-from hrnet_fast.pose import STAT_NAMES
+from hrnet_fast.pose import STAT_NAMES, pipeline
+from hrnet_fast.pose import cli as pose_cli
 
 FAST = ["--size", "32x24", "--batch", "4", "--device", "cpu"]
 
@@ -49,7 +50,8 @@ def test_pose_eval_writes_results_and_the_ten_stats(dataset, checkpoint, tmp_pat
     args = [*_eval_args(dataset, checkpoint), "--boxes", str(dataset.boxes), *FAST, "--dark"]
     assert main([*args, "--out", str(out), "--stats", str(stats_path), "--workers", "2"]) == 0
     captured = capsys.readouterr()
-    assert "HRNet-w18_small_v1 pose, input 32x24" in captured.err and "4/4 images" in captured.err
+    assert "HRNet-w18_small_v1 pose, input 32x24" in captured.err and "4 images, " in captured.err
+    assert "\r" not in captured.err  # tqdm draws no bar when stderr is not a terminal
     assert "COCO keypoint evaluation (pycocotools)" in captured.out and "AP (M)" in captured.out
     assert "index created" not in captured.out + captured.err  # pycocotools kept quiet
     stats = json.loads(stats_path.read_text())
@@ -163,6 +165,59 @@ def test_pose_predict_refuses_an_unreadable_image_and_boxes_it_cannot_match(data
     assert "say which is" in capsys.readouterr().err
     assert main([*args, "--image-id", "77", "--out", str(tmp_path / "o.png")]) == 2
     assert "no person boxes for image id 77" in capsys.readouterr().err
-    no_boxes = ["pose-predict", str(good), "--checkpoint", checkpoint, "--out", str(tmp_path / "o.png")]
-    assert main([*no_boxes, "--device", "gpu7"]) == 2
-    assert "--device 'gpu7' is not a device" in capsys.readouterr().err
+    assert main([*args, "--out", str(good)]) == 2
+    assert "is the input image" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "no" / "o.png")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["pose-predict", str(good), "--checkpoint", checkpoint, "--device", "gpu7"])
+    assert exit_.value.code == 2
+    assert "'gpu7' is not a device" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_pose_predict_writes_beside_the_image_by_default(dataset, checkpoint, tmp_path, capsys):
+    image = tmp_path / "street.png"
+    image.write_bytes((dataset.images / dataset.data["images"][2]["file_name"]).read_bytes())
+    assert main(["pose-predict", str(image), "--checkpoint", checkpoint, *FAST, "--threshold=-1000"]) == 0
+    drawn = tmp_path / "street_pose.png"
+    assert f"wrote {drawn}" in capsys.readouterr().out
+    assert Image.open(drawn).format == "PNG"
+    assert (np.asarray(Image.open(drawn)) != np.asarray(Image.open(image).convert("RGB"))).any()
+
+
+def _keypoints(x: float, y: float, score: float) -> torch.Tensor:
+    return torch.tensor([[[x, y, score]] * 17])
+
+
+@pytest.mark.parametrize(
+    ("keypoints", "message"),
+    [
+        (_keypoints(10.0, 10.0, 0.9), None),
+        (_keypoints(10.0, 10.0, 0.1), "no joint scores above --threshold 0.3 (the best scores 0.100)"),
+        (_keypoints(-5.0, 10.0, 0.9), "all 17 joints scoring above --threshold 0.3 lie outside the 50x40 image"),
+        (_keypoints(10.0, 40.0, 0.9), "lie outside the 50x40 image"),  # y = height is past the last row
+        (torch.empty(0, 17, 3), "no joint scores above --threshold 0.3"),
+    ],
+)
+def test_nothing_to_draw_names_the_reason(keypoints, message):
+    why = pose_cli._nothing_to_draw(keypoints, 0.3, 50, 40)
+    assert why is None if message is None else message in why
+
+
+def test_pose_predict_writes_no_image_when_nothing_would_show(dataset, checkpoint, tmp_path, capsys, monkeypatch):
+    image = dataset.images / dataset.data["images"][2]["file_name"]
+    out = tmp_path / "drawn.png"
+    common = ["pose-predict", str(image), "--checkpoint", checkpoint, *FAST, "--out", str(out)]
+    assert main([*common, "--threshold", "1000"]) == pose_cli.NOTHING_TO_DRAW
+    assert "nothing to draw: no joint scores above --threshold 1000.0" in capsys.readouterr().err
+
+    def off_image(poses, box_scores):  # every joint confident, all to the left of the image
+        keypoints = poses.keypoints.clone()
+        keypoints[..., 0], keypoints[..., 2] = -10.0, 0.9
+        return poses._replace(keypoints=keypoints), box_scores
+
+    monkeypatch.setattr(pipeline, "rescore_and_suppress", off_image)
+    assert main(common) == pose_cli.NOTHING_TO_DRAW
+    assert "joints scoring above --threshold 0.3 lie outside the" in capsys.readouterr().err
+    assert not out.exists()

@@ -27,12 +27,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..extras import install_hint
+
 COMPILE_FREEZE = "compile-freeze"
 COMPILE_RO_FREEZE = "compile-ro-freeze"
 COMPILE_MA_FREEZE = "compile-ma-freeze"
 ONNXRUNTIME = "onnxruntime"
 OPENVINO = "openvino"
-INSTALL_HINT = 'pip install "hrnet-fast[peers]"'
 
 
 class PeerUnavailable(RuntimeError):
@@ -41,7 +42,7 @@ class PeerUnavailable(RuntimeError):
 
 def _require(module: str) -> None:
     if importlib.util.find_spec(module) is None:
-        raise PeerUnavailable(f"not installed ({INSTALL_HINT})")
+        raise PeerUnavailable(f"not installed ({install_hint('peers')})")
 
 
 def _outputs(values: list) -> Tensor | tuple[Tensor, ...]:

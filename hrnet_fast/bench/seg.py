@@ -1,5 +1,4 @@
-"""Segmentation end to end: one full-resolution image through a predictor such as
-:class:`hrnet_fast.seg.SegEstimator` (passed in by the caller: bench and seg are sibling packages).
+"""Segmentation end to end: one full-resolution image through :class:`hrnet_fast.seg.SegEstimator`.
 
 Each runner predicts the label map of the same random 1024x2048 uint8 image (normalization, forward,
 logits upsampled to the image, exp, argmax), one image per call as the official test does:
@@ -22,11 +21,10 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from ..models import HRNet, optimize
+from ..seg.estimator import SegEstimator
 from .suites import OPTIMIZE, Result, Settings
-from .timer import _summary as summary  # the median and spread of interleaved samples
-from .timer import time_fn
+from .timer import time_interleaved
 
-Predictor = Callable[[torch.nn.Module, tuple[int, int]], Callable[[torch.Tensor], torch.Tensor]]
 BASELINE = "eager-fp32"
 ARCH = "w48"
 SIZE = (1024, 2048)  # a Cityscapes image
@@ -73,49 +71,48 @@ def bench_seg_end_to_end(
     settings: Settings,
     *,
     backends: Sequence[str],
-    predictor: Predictor,
     arch: str = ARCH,
     size: tuple[int, int] = SIZE,
     progress: Callable[[str], None] | None = None,
 ) -> list[Result]:
     """Time ``arch`` seg on one ``size`` image per runner (see the module docstring), with peak memory.
-    ``predictor(model, size)`` gives the function that turns an image (3, H, W) uint8 into labels, e.g.
-    ``lambda model, size: SegEstimator(model, crop_size=size, max_batch=1).predict``.
 
     First each runner alone predicts once (its labels, its peak memory, a warm-up); then the runners
-    take turns for ``settings.iters`` rounds, so that a slower or faster spell of a shared machine
-    falls on all of them; each runner's time is the median of its rounds.
+    take turns until ``settings.rule`` is met for all of them, so that a slower or faster spell of a
+    shared machine falls on all of them alike.
     """
     model = HRNet(arch, head="seg").eval().to(settings.device)
     image = torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     names = runner_names(settings, backends)
+
+    def predictor(name: str) -> Callable[[], torch.Tensor]:
+        estimator = SegEstimator(_runner(name, model, settings), crop_size=size, max_batch=1)
+        return lambda: estimator.predict(image)
+
     labels, memory = {}, {}
     for name in names:
         if progress:
             progress(f"seg end to end: {name}")
         with peak_memory(settings.device) as peak:
-            labels[name] = predictor(_runner(name, model, settings), size)(image)
+            labels[name] = predictor(name)()
         memory[name] = peak[0]
-    predict = {name: predictor(_runner(name, model, settings), size) for name in names}
-    samples = {name: [] for name in names}
-    for _ in range(settings.iters):
-        for name, fn in predict.items():
-            once = time_fn(lambda fn=fn: fn(image), settings.device, warmup=0, iters=1)
-            samples[name].append(once.median_s)
-    timings = {name: summary(found) for name, found in samples.items()}
-    base_s = timings[BASELINE].median_s
+    timings = time_interleaved({name: predictor(name) for name in names}, settings.device, warmup=0, rule=settings.rule)
+    base = timings[BASELINE]
     case = f"seg {arch} {size[0]}x{size[1]} end to end, {settings.label}"
     return [
         Result(
             suite="seg",
             case=case,
             backend=name,
-            ms=timings[name].median_ms,
-            spread=timings[name].spread,
-            speedup=base_s / timings[name].median_s,
+            ms=timing.median_ms,
+            spread=timing.spread,
+            speedup=base.median_s / timing.median_s,
             max_abs_err=float((labels[name] != labels[BASELINE]).float().mean()),
-            img_per_s=1 / timings[name].median_s,
+            img_per_s=1 / timing.median_s,
             mem_mb=memory[name],
+            samples=timing.samples,
+            speedup_low=None if name == BASELINE else base.low_s / timing.high_s,
+            speedup_high=None if name == BASELINE else base.high_s / timing.low_s,
         )
-        for name in names
+        for name, timing in timings.items()
     ]

@@ -1,9 +1,11 @@
 """Benchmark suites: the fusion ops and whole models, every backend side by side with the reference.
 
-Each result carries its time, the run's noise, the speedup over the reference measured in the same
-run, the largest deviation from the reference's output, and a throughput: GB/s (with the share of
-the device's copy bandwidth, also measured in the run) for ops, images/s for models. ``"compile"``
-in a backend list means ``torch.compile`` of the reference, the strongest plain-PyTorch peer.
+Each result carries its median time and spread (interquartile range / median) over the timed calls
+(as many as :class:`~.timer.StopRule` asks for), the speedup over the reference measured in the
+same run with its ~95% interval (from the two medians' intervals), the largest deviation from the
+reference's output, and a throughput: GB/s (with the share of the device's copy bandwidth, also
+measured in the run) for ops, images/s for models. ``"compile"`` in a backend list means
+``torch.compile`` of the reference, the strongest plain-PyTorch peer.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import copy
 import functools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -23,7 +25,7 @@ from ..ops import available_backends, upsample_concat, upsample_concat_reference
 from .memory import step_memory_bytes
 from .peers import PEERS, PeerUnavailable
 from .shapes import SumShapes, concat_elements, concat_shapes, fusion_shapes
-from .timer import Rotation, Timing, time_fn, time_interleaved
+from .timer import Rotation, StopRule, Timing, time_fn, time_interleaved
 
 COMPILE = "compile"  # torch.compile(reference) as a pseudo-backend
 CUDA_GRAPH = "cuda-graph"  # the eager reference replayed as a CUDA graph
@@ -32,12 +34,12 @@ OPTIMIZE = "optimize"  # hrnet_fast.optimize(): our inference engine
 
 @dataclass(frozen=True)
 class Result:
-    suite: str  # "op" or "model"
+    suite: str  # "op", "model" or "train"
     case: str
     backend: str
-    ms: float | None  # None: the engine could not run here (``note`` says why)
-    spread: float | None
-    speedup: float | None
+    ms: float | None  # median; None: the engine could not run here (``note`` says why)
+    spread: float | None  # interquartile range / median of the timed calls
+    speedup: float | None  # the reference's median / this median
     max_abs_err: float | None
     img_per_s: float | None = None
     gb_per_s: float | None = None
@@ -46,10 +48,20 @@ class Result:
     vs_best_peer: float | None = None  # models: the fastest peer's time / this row's time
     setup_s: float | None = None  # models: seconds to build the engine (compile, export), not timed
     note: str | None = None  # why a peer has no timing (not installed, device, dtype)
+    samples: int | None = None  # timed calls
+    speedup_low: float | None = None  # the speedup's ~95% interval, from both medians' intervals
+    speedup_high: float | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
         return self.suite, self.case, self.backend
+
+    @property
+    def within_noise(self) -> bool:
+        """The difference from the reference is within the noise: the speedup's interval holds 1."""
+        if self.backend == "reference" or self.speedup_low is None or self.speedup_high is None:
+            return False
+        return self.speedup_low <= 1 <= self.speedup_high
 
 
 @dataclass(frozen=True)
@@ -58,14 +70,14 @@ class Settings:
     dtype: torch.dtype
     channels_last: bool = False
     warmup: int = 3
-    iters: int = 10
+    rule: StopRule = field(default_factory=StopRule)
 
     def tensor(self, shape: Sequence[int]) -> Tensor:
         t = torch.randn(tuple(shape), device=self.device, dtype=self.dtype)
         return t.contiguous(memory_format=torch.channels_last) if self.channels_last else t
 
     def time(self, fn: Callable[[], object]) -> Timing:
-        return time_fn(fn, self.device, warmup=self.warmup, iters=self.iters)
+        return time_fn(fn, self.device, warmup=self.warmup, rule=self.rule)
 
     @property
     def label(self) -> str:
@@ -93,8 +105,9 @@ def _compare(
     throughput: Callable[[float], dict],
 ) -> list[Result]:
     """Time ``run(backend)()`` for the reference and each backend; errors against the reference.
-    Training suites' runners return (step, extra) pairs: ``step()`` gives the loss, ``extra`` more fields."""
-    results, ref_out, ref_s = [], None, None
+    Training suites' runners return (step, extra) pairs: ``step()`` gives the loss, ``extra`` more fields.
+    ``progress(what)`` is called as each backend's row starts."""
+    results, ref_out, ref = [], None, None
     for name in ["reference"] + [b for b in backends if b != "reference"]:
         if progress:
             progress(f"{suite} {case}: {name}")
@@ -106,7 +119,7 @@ def _compare(
             if ref_out is None:
                 ref_out = out
             timing = settings.time(fn)
-        ref_s = ref_s or timing.median_s
+        ref = ref or timing
         results.append(
             Result(
                 suite=suite,
@@ -114,8 +127,11 @@ def _compare(
                 backend=name,
                 ms=timing.median_ms,
                 spread=timing.spread,
-                speedup=ref_s / timing.median_s,
+                speedup=ref.median_s / timing.median_s,
                 max_abs_err=max_abs_err(out, ref_out),
+                samples=timing.samples,
+                speedup_low=ref.low_s / timing.high_s,
+                speedup_high=ref.high_s / timing.low_s,
                 **throughput(timing.median_s),
                 **extra,
             )
@@ -177,6 +193,7 @@ def bench_fusion_sums(
 
     def run(backend: str):
         impl = sum_impl(backend)
+        rotation.restart()  # the output compared with the reference's comes from the same inputs
         return lambda: [impl(b, s, lo, mode, align_corners, True) for b, s, lo in rotation()]
 
     ac = " align_corners" if align_corners else ""
@@ -203,6 +220,7 @@ def bench_seg_concat(
 
     def run(backend: str):
         impl = concat_impl(backend)
+        rotation.restart()
         return lambda: impl(rotation(), "bilinear", align_corners)
 
     case = f"upsample_concat {arch} seg {size[0]}x{size[1]} b{batch} {settings.label}"
@@ -273,9 +291,9 @@ def bench_model(
     :data:`MODEL_RUNNERS` named in ``backends``, all from the same weights and input batch.
 
     Every engine is built first (its build time is ``setup_s``), then all are timed in interleaved
-    rounds (``settings.iters`` of them). A peer that cannot run here is a row with a ``note``.
-    ``vs_best_peer`` is the fastest peer's time over the row's; errors are against the reference
-    backend's output in the same dtype.
+    rounds until ``settings.rule`` is met for each (:func:`~.timer.time_interleaved`). A peer that
+    cannot run here is a row with a ``note``. ``vs_best_peer`` is the fastest peer's time over the
+    row's; errors are against the reference backend's output in the same dtype.
     """
     base = HRNet(arch, head=head).eval().to(device=settings.device, dtype=settings.dtype)
     if settings.channels_last:
@@ -301,12 +319,12 @@ def bench_model(
             ref_out = out if ref_out is None else ref_out
             errors[name] = max_abs_err(out, ref_out)  # before a later call may reuse the output buffers
     if progress:
-        progress(f"model {case}: {settings.iters} interleaved rounds of {len(runners)} engines")
+        progress(f"model {case}: interleaved rounds of {len(runners)} engines")
     with torch.inference_mode():
-        timings = time_interleaved(runners, settings.device, warmup=settings.warmup, rounds=settings.iters)
+        timings = time_interleaved(runners, settings.device, warmup=settings.warmup, rule=settings.rule)
     peers = [timings[n].median_s for n in timings if n in PEER_NAMES]
     best_peer = min(peers) if peers else None
-    ref_s = timings["reference"].median_s
+    ref = timings["reference"]
     results = []
     for name in names:
         if name in notes:
@@ -320,11 +338,14 @@ def bench_model(
                 backend=name,
                 ms=t.median_ms,
                 spread=t.spread,
-                speedup=ref_s / t.median_s,
+                speedup=ref.median_s / t.median_s,
                 max_abs_err=errors[name],
                 img_per_s=batch / t.median_s,
                 vs_best_peer=best_peer / t.median_s if best_peer else None,
                 setup_s=setup_s[name],
+                samples=t.samples,
+                speedup_low=ref.low_s / t.high_s,
+                speedup_high=ref.high_s / t.low_s,
             )
         )
     return results

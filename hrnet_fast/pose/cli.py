@@ -2,7 +2,10 @@
 
 hrnet-fast pose-eval --checkpoint PTH --ann person_keypoints_val2017.json --images val2017/
                      [--boxes detections.json] [--out results.json] [--stats stats.json] ...
-hrnet-fast pose-predict IMAGE --checkpoint PTH [--boxes detections.json] --out drawing.png ...
+hrnet-fast pose-predict IMAGE --checkpoint PTH [--boxes detections.json] [--out IMAGE_pose.png] ...
+
+This module's top level imports no torch (``hrnet-fast --help`` stays instant, see
+:mod:`hrnet_fast.cli`); the command functions import the pipeline.
 """
 
 from __future__ import annotations
@@ -13,77 +16,49 @@ import os
 import sys
 import time
 
-import torch
-from PIL import Image
-
-from ..models import ARCHS, CheckpointError
-from ..ops import BackendUnavailableError, known_backends
-from .coco import (
-    evaluate_keypoints,
-    format_stats,
-    ground_truth_boxes,
-    load_detections,
-    load_keypoint_annotations,
-    write_results,
-)
-from .dataset import boxes_for_dataset, predict_dataset
-from .draw import KEYPOINT_THRESHOLD, draw_poses
+from .. import arguments
+from .draw import KEYPOINT_THRESHOLD
 from .errors import PoseInputError
 from .inputs import is_frames_input
-from .model import load_pose_model
-from .pipeline import PoseEstimator, rescore_and_suppress
-from .preprocess import read_image
-from .progress import ProgressBar
 from .video_cli import add_video_arguments, run_video
 
 _DTYPES = ("float32", "float16", "bfloat16")
 _SHOWN_SKIPS = 5
-
-
-def _input_size(text: str) -> tuple[int, int]:
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 256x192, got {text!r}")
-    return int(parts[0]), int(parts[1])
+# pose-predict's exit statuses
+DRAWN, NOTHING_TO_DRAW, BAD_INPUT = 0, 1, 2
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="pose checkpoint (.pth), e.g. the official W32 file")
-    parser.add_argument("--arch", choices=list(ARCHS), help="default: the arch the checkpoint was made for")
-    parser.add_argument("--size", type=_input_size, default=(256, 192), help="model input HxW (default 256x192)")
-    parser.add_argument("--batch", type=int, default=32, help="person crops per model call (default 32)")
-    parser.add_argument("--backend", default="auto", choices=["auto", *known_backends()])
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--arch", type=arguments.arch, help="default: the arch the checkpoint was made for")
+    parser.add_argument("--size", type=arguments.size, default=(256, 192), help="model input HxW (default 256x192)")
+    parser.add_argument(
+        "--batch", type=arguments.positive_int, default=32, help="person crops per model call (default 32)"
+    )
+    parser.add_argument("--backend", default="auto", type=arguments.backend_or_auto, help="auto (default) or a name")
+    parser.add_argument(
+        "--device", default="auto", type=arguments.device, help="auto (cuda when available), cpu, cuda, cuda:1, ..."
+    )
     parser.add_argument("--dtype", default="float32", choices=_DTYPES)
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True, help="flip test (default: on)")
     parser.add_argument("--dark", action="store_true", help="DARK decoding instead of the quarter-pixel rule")
     parser.add_argument("--min-box-score", type=float, default=0.0, help="ignore boxes scoring lower (default 0)")
 
 
-def _device(text: str) -> torch.device:
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise PoseInputError(f"--device {text!r} is not a device (auto, cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PoseInputError(f"--device {text}: no CUDA GPU is available here")
-    return device
+def _estimator(args: argparse.Namespace):
+    import torch
 
+    from .model import load_pose_model
+    from .pipeline import PoseEstimator
 
-def _estimator(args: argparse.Namespace) -> PoseEstimator:
-    if args.batch < 1:
-        raise PoseInputError(f"--batch must be positive, got {args.batch}")
-    device = _device(args.device)
     model = load_pose_model(
-        args.checkpoint, args.arch, device=device, dtype=getattr(torch, args.dtype), backend=args.backend
+        args.checkpoint, args.arch, device=args.device, dtype=getattr(torch, args.dtype), backend=args.backend
     )
     h, w = args.size
     flip = "flip test" if args.flip else "no flip test"
     decoding = "DARK" if args.dark else "quarter-pixel"
     print(
-        f"HRNet-{model.arch.name} pose, input {h}x{w}, {args.dtype}, on {device}, backend {args.backend}; "
+        f"HRNet-{model.arch.name} pose, input {h}x{w}, {args.dtype}, on {args.device}, backend {args.backend}; "
         f"{flip}, {decoding} decoding",
         file=sys.stderr,
     )
@@ -91,6 +66,17 @@ def _estimator(args: argparse.Namespace) -> PoseEstimator:
 
 
 def cmd_pose_eval(args: argparse.Namespace) -> int:
+    from ..progress import progress_bar
+    from .coco import (
+        evaluate_keypoints,
+        format_stats,
+        ground_truth_boxes,
+        load_detections,
+        load_keypoint_annotations,
+        write_results,
+    )
+    from .dataset import boxes_for_dataset, predict_dataset
+
     coco = load_keypoint_annotations(args.ann)
     if args.boxes:
         boxes, source = load_detections(args.boxes, args.min_box_score), f"detections in {args.boxes}"
@@ -108,21 +94,19 @@ def cmd_pose_eval(args: argparse.Namespace) -> int:
     if dropped:
         print(f"warning: ignored {dropped} boxes whose image id is not in {args.ann}", file=sys.stderr)
 
-    bar = ProgressBar(len(boxes), "images", enabled=not args.no_progress)
     skips: list[str] = []
+    with progress_bar(len(boxes), "image", enabled=not args.no_progress) as bar:
 
-    def report_skip(image_id: int, why: str) -> None:
-        skips.append(why)
-        if len(skips) <= _SHOWN_SKIPS:
-            end_of_bar = "\n" if bar.enabled else ""
-            print(f"{end_of_bar}warning: skipped image {image_id}: {why}", file=sys.stderr)
+        def report_skip(image_id: int, why: str) -> None:
+            skips.append(why)
+            if len(skips) <= _SHOWN_SKIPS:
+                bar.write(f"warning: skipped image {image_id}: {why}", file=sys.stderr)
 
-    start = time.perf_counter()
-    run = predict_dataset(
-        estimator, coco, boxes, args.images, workers=args.workers, on_image=bar.update, on_skip=report_skip
-    )
-    seconds = time.perf_counter() - start
-    bar.close()
+        start = time.perf_counter()
+        run = predict_dataset(
+            estimator, coco, boxes, args.images, workers=args.workers, on_image=bar.update, on_skip=report_skip
+        )
+        seconds = time.perf_counter() - start
     if len(skips) > _SHOWN_SKIPS:
         print(f"warning: skipped {len(skips)} images in all (could not be read)", file=sys.stderr)
     print(
@@ -143,7 +127,12 @@ def cmd_pose_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _boxes_for_image(args: argparse.Namespace, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _boxes_for_image(args: argparse.Namespace, width: int, height: int):
+    """The person boxes (K, 4) as x, y, w, h and their scores (K,) to run on ``args.image``."""
+    import torch
+
+    from .coco import load_detections
+
     if not args.boxes:
         return torch.tensor([[0.0, 0.0, width, height]]), torch.ones(1)
     found = load_detections(args.boxes, args.min_box_score)
@@ -164,31 +153,72 @@ def _boxes_for_image(args: argparse.Namespace, width: int, height: int) -> tuple
     return found[image_id]
 
 
+def drawing_path(image: str, out: str | None) -> str:
+    """Where pose-predict writes: ``out``, else ``<image stem>_pose.png`` beside the image; never the image."""
+    path = out or os.path.join(os.path.dirname(image), f"{os.path.splitext(os.path.basename(image))[0]}_pose.png")
+    if os.path.abspath(path) == os.path.abspath(image):
+        raise PoseInputError(f"--out {path} is the input image; choose another file")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise PoseInputError(f"--out {path}: folder {folder} does not exist")
+    return path
+
+
+def _nothing_to_draw(keypoints, threshold: float, width: int, height: int) -> str | None:
+    """Why a drawing of ``keypoints`` would show nothing (no joint above ``threshold``, or all such
+    joints outside the image), or None when it shows at least one joint."""
+    from .draw import joints_in_image
+
+    if joints_in_image(keypoints, threshold, width, height).any():
+        return None
+    above = int((keypoints[..., 2] > threshold).sum())
+    if above == 0:
+        best = f" (the best scores {float(keypoints[..., 2].max()):.3f})" if keypoints.numel() else ""
+        return f"no joint scores above --threshold {threshold}{best}"
+    return f"all {above} joints scoring above --threshold {threshold} lie outside the {width}x{height} image"
+
+
 def cmd_pose_predict(args: argparse.Namespace) -> int:
+    """Draw the poses in ``args.image``; exit status 0 (drawn), 1 (nothing to draw: no image written).
+    A video file or a folder of images goes to :func:`.video_cli.run_video`."""
     if is_frames_input(args.image):
         return run_video(args, _estimator)
+    from PIL import Image
+
+    from .draw import draw_poses
+    from .pipeline import rescore_and_suppress
+    from .preprocess import read_image
+
+    out = drawing_path(args.image, args.out)
     image = read_image(args.image)
-    boxes, box_scores = _boxes_for_image(args, image.shape[2], image.shape[1])
+    height, width = image.shape[1:]
+    boxes, box_scores = _boxes_for_image(args, width, height)
     poses, scores = rescore_and_suppress(_estimator(args).estimate(image, boxes), box_scores)
     for k, (person, score) in enumerate(zip(poses.keypoints, scores, strict=True)):
         shown = int((person[:, 2] > args.threshold).sum())
         print(f"person {k}: score {score:.3f}, {shown}/{len(person)} joints above {args.threshold}")
+    why = _nothing_to_draw(poses.keypoints, args.threshold, width, height)
+    if why is not None:
+        print(f"hrnet-fast pose-predict: nothing to draw: {why}; no image written", file=sys.stderr)
+        return NOTHING_TO_DRAW
     drawing = draw_poses(Image.fromarray(image.permute(1, 2, 0).numpy()), poses.keypoints, args.threshold)
-    out = args.out or f"{os.path.splitext(args.image)[0]}_pose.png"
     drawing.save(out, format="PNG")
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
+    print(f"wrote {out}")
+    return DRAWN
 
 
 def _reporting_errors(command):
     """Run ``command(args)``; print input errors as one line (exit status 2) instead of a traceback."""
 
     def run(args: argparse.Namespace) -> int:
+        from ..models import CheckpointError
+        from ..ops import BackendUnavailableError
+
         try:
             return command(args)
         except (PoseInputError, FileNotFoundError, CheckpointError, BackendUnavailableError) as exc:
             print(f"hrnet-fast {args.command}: error: {exc}", file=sys.stderr)
-            return 2
+            return BAD_INPUT
 
     return run
 
@@ -202,12 +232,17 @@ def add_commands(subparsers) -> None:
     ev.add_argument("--boxes", help="COCO detection results JSON (default: ground-truth person boxes)")
     ev.add_argument("--out", help="write the keypoint results JSON (official format) here")
     ev.add_argument("--stats", help="write the ten AP/AR stats as JSON here")
-    ev.add_argument("--workers", type=int, default=4, help="image decoding threads (default 4)")
-    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.add_argument("--workers", type=arguments.positive_int, default=4, help="image decoding threads (default 4)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar (there is none when not on a terminal)")
     ev.set_defaults(func=_reporting_errors(cmd_pose_eval))
 
     pr = subparsers.add_parser(
-        "pose-predict", help="draw the skeletons a pose checkpoint finds in an image, a video or an image folder"
+        "pose-predict",
+        help="draw the skeletons a pose checkpoint finds in an image, a video or an image folder",
+        description="Find the people's keypoints in one image and draw them into a PNG, or in every frame of a "
+        "video or image folder (a drawn video or PNG frames, and JSON lines). Exit status: "
+        f"{DRAWN} drawn; {NOTHING_TO_DRAW} nothing to draw (no joint above --threshold, or all of them "
+        f"outside the image; no image written); {BAD_INPUT} bad input.",
     )
     pr.add_argument("image", help="an image file Pillow can read, a video file or a folder of images")
     _add_model_arguments(pr)
@@ -215,14 +250,14 @@ def add_commands(subparsers) -> None:
     pr.add_argument("--image-id", type=int, help="the image's id in --boxes (default: from a numeric file name)")
     pr.add_argument(
         "--out",
-        help="a PNG for an image; for a video or folder a video file (.mp4, .mkv, ...) or a folder of PNG frames "
-        "(default beside the input: <stem>_pose.png, <stem>_pose.mp4, <folder>_pose/)",
+        help="PNG file to write (default: <image stem>_pose.png beside the image); for a video or folder a video "
+        "file (.mp4, .mkv, ...) or a folder of PNG frames (default: <stem>_pose.mp4 or <folder>_pose/ beside it)",
     )
     pr.add_argument(
         "--threshold",
         type=float,
         default=KEYPOINT_THRESHOLD,
-        help="draw joints scoring above this (default 0.3)",
+        help=f"draw joints scoring above this (default {KEYPOINT_THRESHOLD})",
     )
     add_video_arguments(pr)
     pr.set_defaults(func=_reporting_errors(cmd_pose_predict))

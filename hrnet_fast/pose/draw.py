@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import colorsys
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw
-from torch import Tensor
 
 from .skeleton import SKELETON
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 KEYPOINT_THRESHOLD = 0.3
 
@@ -16,6 +19,13 @@ def person_colour(k: int) -> tuple[int, int, int]:
     """A bright colour for person k, spread around the hue circle by the golden ratio."""
     r, g, b = colorsys.hsv_to_rgb((k * 0.618034) % 1.0, 0.85, 1.0)
     return round(r * 255), round(g * 255), round(b * 255)
+
+
+def joints_in_image(keypoints: Tensor, threshold: float, width: int, height: int) -> Tensor:
+    """(K, J) bool: the joints of ``keypoints`` (K, J, 3: x, y, score) that a drawing shows, those
+    scoring above ``threshold`` with 0 <= x < width and 0 <= y < height."""
+    x, y, score = keypoints.unbind(-1)
+    return (score > threshold) & (x >= 0) & (x < width) & (y >= 0) & (y < height)
 
 
 def draw_poses(

@@ -71,37 +71,33 @@ def _detector(args: argparse.Namespace, device, by_name: bool):
 
 def run_video(args: argparse.Namespace, make_estimator: Callable) -> int:
     """Poses on every frame of ``args.image`` (a video or a folder): a drawing and JSON lines."""
-    from tqdm import tqdm
-
+    from ..progress import progress_bar
     from .video import estimate_frames
     from .video_io import FolderWriter, VideoWriter, open_frames
 
-    bar = None
-
-    def report_skip(name: str, why: str) -> None:
-        (bar.write if bar else print)(f"warning: skipped {name}: {why}", file=sys.stderr)
-
-    frames = open_frames(args.image, args.fps, on_skip=report_skip)
+    skipped: list[tuple[str, str]] = []
+    frames = open_frames(args.image, args.fps, on_skip=lambda name, why: skipped.append((name, why)))
     out, keypoints_path = default_outputs(args.image, args.out, args.keypoints)
     estimator = make_estimator(args)
     detector, source = _detector(args, estimator.device, by_name=os.path.isdir(args.image))
-    print(
-        f"{args.image}: {frames.count or 'unknown number of'} frames at {frames.fps:g} fps; {source}", file=sys.stderr
-    )
+    count = frames.count or "an unknown number of"
+    print(f"{args.image}: {count} frames at {frames.fps:g} fps; {source}", file=sys.stderr)
     writer = VideoWriter(out, frames.rate) if is_video_path(out) else FolderWriter(out)
-    bar = tqdm(total=frames.count, unit="frame", disable=args.no_progress, file=sys.stderr)
     start, done, people = time.perf_counter(), 0, 0
     try:
-        with open(keypoints_path, "w") as lines:
+        with open(keypoints_path, "w") as lines, progress_bar(frames.count, "frame", not args.no_progress) as bar:
             for found in estimate_frames(estimator, frames, detector):
                 writer.write(found.drawing(args.threshold), found.frame.name)
                 lines.write(json.dumps(found.record()) + "\n")
                 done, people = done + 1, people + len(found.scores)
+                while skipped:
+                    bar.write("warning: skipped {}: {}".format(*skipped.pop(0)), file=sys.stderr)
                 bar.update()
     finally:
         writer.close()
-        bar.close()
+    for name, why in skipped:
+        print(f"warning: skipped {name}: {why}", file=sys.stderr)
     seconds = time.perf_counter() - start
     print(f"{done} frames, {people} poses in {seconds:.1f} s ({done / seconds:.1f} frames/s)", file=sys.stderr)
-    print(f"wrote {out} and {keypoints_path}", file=sys.stderr)
+    print(f"wrote {out} and {keypoints_path}")
     return 0

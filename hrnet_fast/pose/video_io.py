@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..extras import install_hint
 from .errors import PoseInputError
 from .inputs import IMAGE_EXTENSIONS
 from .preprocess import ImageReadError, read_images
@@ -43,7 +44,7 @@ def _av():
     try:
         import av
     except ImportError:
-        raise PoseInputError('videos need PyAV: pip install "hrnet-fast[video]" (or pip install av)') from None
+        raise PoseInputError(f"videos need PyAV, which is not installed: {install_hint('video')}") from None
     return av
 
 

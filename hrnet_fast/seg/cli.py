@@ -12,14 +12,9 @@ import os
 import sys
 import time
 
+from .. import arguments
+
 _DTYPES = ("float32", "float16", "bfloat16")
-
-
-def _hw(text: str) -> tuple[int, int]:
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 1024x2048, got {text!r}")
-    return int(parts[0]), int(parts[1])
 
 
 def _scales(text: str) -> list[float]:
@@ -32,28 +27,29 @@ def _scales(text: str) -> list[float]:
     return values
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", required=True, help="seg checkpoint (.pth), e.g. the official W48 Cityscapes file"
     )
-    parser.add_argument("--arch", help="default: the arch the checkpoint was made for")
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--arch", type=arguments.arch, help="default: the arch the checkpoint was made for")
+    parser.add_argument(
+        "--device", default="auto", type=arguments.device, help="auto (cuda when available), cpu, cuda, cuda:1, ..."
+    )
     parser.add_argument("--dtype", default="float32", choices=_DTYPES)
-    parser.add_argument("--backend", default="auto", help="fused-op backend (default: the fastest available)")
+    parser.add_argument("--backend", default="auto", type=arguments.backend_or_auto, help="auto (default) or a name")
     parser.add_argument("--optimize", action="store_true", help="run hrnet_fast.optimize() of the model")
     parser.add_argument(
         "--align-corners", action="store_true", help="the weights were trained with align_corners=True (HRNet-OCR)"
     )
     parser.add_argument(
-        "--crop", type=_hw, default=(1024, 2048), help="sliding window HxW (default 1024x2048, official Cityscapes)"
+        "--crop",
+        type=arguments.size,
+        default=(1024, 2048),
+        help="sliding window HxW (default 1024x2048, official Cityscapes)",
     )
-    parser.add_argument("--stride", type=_hw, help="step between windows HxW (default: the crop, official Cityscapes)")
+    parser.add_argument(
+        "--stride", type=arguments.size, help="step between windows HxW (default: the crop, official Cityscapes)"
+    )
     parser.add_argument(
         "--scales",
         type=_scales,
@@ -62,40 +58,22 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75 (the official multi-scale test); default 1.0",
     )
     parser.add_argument("--flip", action="store_true", help="flip test: average with the mirrored image")
-    parser.add_argument("--base-size", type=_positive, help="long side at scale 1 (default: each image's own)")
-    parser.add_argument("--max-batch", type=_positive, help="crops per model call (default: from free memory)")
-
-
-def _device(text: str):
-    import torch
-
-    from .errors import SegInputError
-
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise SegInputError(f"--device {text!r} is not a device (auto, cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SegInputError(f"--device {text}: no CUDA GPU is available here")
-    return device
+    parser.add_argument(
+        "--base-size", type=arguments.positive_int, help="long side at scale 1 (default: each image's own)"
+    )
+    parser.add_argument(
+        "--max-batch", type=arguments.positive_int, help="crops per model call (default: from free memory)"
+    )
 
 
 def _estimator(args: argparse.Namespace):
     import torch
 
-    from ..models import ARCHS, optimize
-    from ..ops import known_backends
-    from .errors import SegInputError
+    from ..models import optimize
     from .estimator import SegEstimator
     from .model import load_seg_model
 
-    if args.arch is not None and args.arch not in ARCHS:
-        raise SegInputError(f"--arch {args.arch!r} is not one of {', '.join(ARCHS)}")
-    if args.backend != "auto" and args.backend not in known_backends():
-        raise SegInputError(f"--backend {args.backend!r} is not one of auto, {', '.join(known_backends())}")
-    device, dtype = _device(args.device), getattr(torch, args.dtype)
+    device, dtype = args.device, getattr(torch, args.dtype)
     backend = None if args.backend == "auto" else args.backend
     model = load_seg_model(
         args.checkpoint,
@@ -169,8 +147,7 @@ def cmd_seg_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_seg_eval(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from ..progress import progress_bar
     from .cityscapes import CLASS_NAMES, NUM_CLASSES
     from .dataset import find_pairs
     from .errors import SegInputError
@@ -186,23 +163,22 @@ def cmd_seg_eval(args: argparse.Namespace) -> int:
         )
     names = CLASS_NAMES if num_classes == NUM_CLASSES else [f"class {k}" for k in range(num_classes)]
     print(f"{len(pairs)} images under {args.images}", file=sys.stderr)
-    bar = tqdm(total=len(pairs), unit="img", disable=args.no_progress, file=sys.stderr)
-
-    def report_skip(path: str, why: str) -> None:
-        bar.write(f"warning: skipped {path}: {why}", file=sys.stderr)
-
     start = time.perf_counter()
-    run = evaluate(
-        estimator,
-        pairs,
-        num_classes=num_classes,
-        label_kind=args.label_kind,
-        workers=args.workers,
-        on_image=bar.update,
-        on_skip=report_skip,
-    )
+    with progress_bar(len(pairs), "image", enabled=not args.no_progress) as bar:
+
+        def report_skip(path: str, why: str) -> None:
+            bar.write(f"warning: skipped {path}: {why}", file=sys.stderr)
+
+        run = evaluate(
+            estimator,
+            pairs,
+            num_classes=num_classes,
+            label_kind=args.label_kind,
+            workers=args.workers,
+            on_image=bar.update,
+            on_skip=report_skip,
+        )
     seconds = time.perf_counter() - start
-    bar.close()
     print(f"{run.images} images in {seconds:.1f} s ({run.images / seconds:.2f} images/s)", file=sys.stderr)
     if run.skipped:
         print(f"warning: {len(run.skipped)} images skipped (could not be read)", file=sys.stderr)
@@ -263,6 +239,6 @@ def add_commands(subparsers) -> None:
         help="labelids: Cityscapes *_gtFine_labelIds.png (default); trainids: maps of class ids 0..K-1, 255 ignored",
     )
     ev.add_argument("--stats", help="write the statistics (per-class IoU, mIoU, accuracies) as JSON here")
-    ev.add_argument("--workers", type=_positive, default=4, help="image decoding threads (default 4)")
+    ev.add_argument("--workers", type=arguments.positive_int, default=4, help="image decoding threads (default 4)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=_reporting_errors(cmd_seg_eval))

@@ -23,18 +23,21 @@ import importlib.util
 
 import torch
 
+from ...extras import install_hint
 from ...kernels import interpreted
 from ..registry import Backend, Kernel, OpLibrary, OpSpec, op_specs, register_backend
 
 DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32})
-INSTALL_HINT = 'install it with `pip install "hrnet-fast[triton]"` (CUDA builds of torch bring it)'
 
 
 def _probe() -> str | None:
     try:
         import triton  # noqa: F401
     except ImportError as exc:
-        return f"triton does not import ({exc}); {INSTALL_HINT}"
+        return (
+            f"triton does not import ({exc}); install it with {install_hint('triton')}, or pip install triton "
+            "(CUDA builds of torch on Linux bring it)"
+        )
     if not interpreted() and not torch.cuda.is_available():
         return "no CUDA GPU (TRITON_INTERPRET=1 runs the Triton kernels on the CPU, slowly, for tests)"
     return None
