@@ -19,6 +19,9 @@
 #                                          seg steps at batch 1/32/128, every dtype and layout;
 #                                          timings beside triton level 2, eager and torch.compile),
 #                                          the cuda-marked level-2 tests of cpp
+#   bash benchmarks/gpu_check.sh seg       ~4 min: install, `hrnet-fast bench --suite seg`: W48 seg on one
+#                                          1024x2048 image end to end, official-style eager fp32 beside
+#                                          each backend and optimize() in fp16 (target: optimize >= 4x)
 #
 # Run each through the device tool with timeout_s of about 540. Results land in $OUT (the device
 # tool's output folder; /tmp/hrnet_fast_gpu elsewhere). Afterwards, on this machine:
@@ -73,8 +76,20 @@ step() { echo "== $(date +%T) $*"; }
         step "cuda-marked level-2 tests of backend cpp"
         timeout 120 python3 -m pytest -q -m cuda tests/test_fusion_branch.py tests/test_fusion_level2.py -k cpp
         ;;
+    seg)
+        step "hrnet-fast bench --suite seg: W48 seg 1024x2048 end to end, fp16 channels_last vs eager fp32"
+        timeout 420 hrnet-fast bench --suite seg --dtype float16 --channels-last \
+            --json "$OUT/gpu-seg-w48-1024x2048-fp16-channels_last.json"
+        python3 - "$OUT/gpu-seg-w48-1024x2048-fp16-channels_last.json" <<'PY'
+import json, sys
+rows = {r["backend"]: r for r in json.load(open(sys.argv[1]))["results"]}
+speedup = rows["optimize"]["speedup"]
+verdict = "met" if speedup >= 4 else "NOT met"
+print(f"optimize() fp16 vs official-style eager fp32: {speedup:.2f}x (target 4x): {verdict}")
+PY
+        ;;
     *)
-        echo "unknown part $PART: kernels, models, train, triton-tests or level2" >&2
+        echo "unknown part $PART: kernels, models, train, triton-tests, level2 or seg" >&2
         exit 2
         ;;
     esac

@@ -2,7 +2,9 @@
 
 hrnet-fast bench          time HRNet and its fusion ops per backend against the reference, side by side
 hrnet-fast pose-eval      COCO keypoint AP/AR of a pose checkpoint
-hrnet-fast pose-predict   draw the skeletons a pose checkpoint finds in an image
+hrnet-fast pose-predict   draw the skeletons a pose checkpoint finds in an image, a video or an image folder
+hrnet-fast seg-predict    label map and colour overlay of one image (seg checkpoint)
+hrnet-fast seg-eval       mIoU of a seg checkpoint on a labelled set (Cityscapes format)
 
 Adding subcommands: write a module with ``add_commands(subparsers)`` that adds each subcommand
 with ``subparsers.add_parser(name, help=...)`` and ``set_defaults(func=command)``, where
@@ -20,12 +22,12 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("hrnet_fast.bench.cli", "hrnet_fast.pose.cli")
+COMMAND_MODULES = ("hrnet_fast.bench.cli", "hrnet_fast.pose.cli", "hrnet_fast.seg.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="hrnet-fast", description="HRNet with fused fusion kernels: benchmarks and pose estimation."
+        prog="hrnet-fast", description="HRNet with fused fusion kernels: benchmarks, pose estimation and segmentation."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:

@@ -2,7 +2,7 @@
 functions): layers import only downwards, sibling packages of one layer not each other, nothing
 imports the ``hrnet_fast`` facade, and the module graph has no cycle.
 
-    cli -> pose | bench -> arguments -> models -> nn -> ops -> kernels | _ext
+    cli -> bench -> pose | seg -> arguments -> models -> nn -> ops -> kernels | _ext
         -> layout | testing | _lazy | extras | progress
 
 (``kernels/`` is installed as ``hrnet_fast.kernels``.) A new module must belong to a layer: add its
@@ -19,7 +19,8 @@ PACKAGE = "hrnet_fast"
 SOURCES = {PACKAGE: ROOT / "hrnet_fast", f"{PACKAGE}.kernels": ROOT / "kernels"}
 LAYERS = [  # top first; packages in one layer are independent of each other
     ["cli"],
-    ["pose", "bench"],
+    ["bench"],  # the harness times the apps end to end (seg)
+    ["pose", "seg"],
     ["arguments"],  # the subcommands' argparse types: they check names against models and ops
     ["models"],
     ["nn"],

@@ -31,6 +31,9 @@ STOP_RULES = {
     ("cpu", "model"): {"min_samples": 5, "max_samples": 100, "precision": 0.02, "budget_s": 10.0},
     ("cuda", "op"): {"min_samples": 20, "max_samples": 2000, "precision": 0.005, "budget_s": 2.0},
     ("cuda", "model"): {"min_samples": 10, "max_samples": 500, "precision": 0.005, "budget_s": 5.0},
+    # --suite seg: W48 on a 1024x2048 image takes seconds per call on a CPU
+    ("cpu", "seg"): {"min_samples": 3, "max_samples": 10, "precision": 0.02, "budget_s": 20.0},
+    ("cuda", "seg"): {"min_samples": 10, "max_samples": 200, "precision": 0.005, "budget_s": 5.0},
 }
 WARMUP = {("cpu", "op"): 3, ("cpu", "model"): 1, ("cuda", "op"): 3, ("cuda", "model"): 3}
 # The names of hrnet_fast.bench.peers.PEERS, for --help without importing torch (a test keeps them equal).
@@ -143,6 +146,11 @@ def _plan(args: argparse.Namespace, backends: list[str], copy_bw: float) -> list
             )
             for head, arch, size, b in TRAIN_CASES[kind]
         ]
+    if "seg" in suites_run:
+        from .seg import bench_seg_end_to_end, runner_names
+
+        seg = suites.Settings(device, dtype, args.channels_last, 0, _stop_rule(args, kind, "seg"))
+        plan.append((len(runner_names(seg, backends)), partial(bench_seg_end_to_end, seg, backends=backends)))
     return plan
 
 
@@ -254,7 +262,14 @@ def add_commands(subparsers) -> None:
         help="time other inference engines beside optimize() in the model suite: "
         f"{', '.join(PEER_NAMES)} (no name: all that apply to the device; missing ones are rows that say so)",
     )
-    bench.add_argument("--suite", nargs="+", choices=["ops", "model", "train"], default=["ops", "model"])
+    bench.add_argument(
+        "--suite",
+        nargs="+",
+        choices=["ops", "model", "train", "seg"],
+        default=["ops", "model"],
+        help="seg: W48 seg on one 1024x2048 image end to end per backend and optimize() beside the "
+        "official-style eager float32, with peak memory (opt-in: 2-5 minutes on a 2-core CPU)",
+    )
     bench.add_argument(
         "--train",
         action="store_true",

@@ -53,7 +53,18 @@ TRAIN_COLUMNS = [
     ("max_abs_err", "|loss diff|", ".1e"),
     NOTE_COLUMN,
 ]
-COLUMNS = {"op": OP_COLUMNS, "model": MODEL_COLUMNS, "train": TRAIN_COLUMNS}
+SEG_COLUMNS = [
+    ("backend", "runner", "s"),
+    ("ms", "ms/image", ".0f"),
+    *TIME_COLUMNS,
+    ("img_per_s", "img/s", ".3f"),
+    ("speedup", "vs eager-fp32", ".2f"),
+    ("interval", "95% interval", "s"),
+    ("mem_mb", "peak MB", ".0f"),
+    ("max_abs_err", "labels changed", ".2%"),
+    NOTE_COLUMN,
+]
+COLUMNS = {"op": OP_COLUMNS, "model": MODEL_COLUMNS, "train": TRAIN_COLUMNS, "seg": SEG_COLUMNS}
 NOISE_NOTE = "within noise"
 LEGEND = (
     "Times are medians of n timed calls; spread: their interquartile range / median; 95% interval: the\n"

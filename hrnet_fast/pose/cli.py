@@ -19,6 +19,8 @@ import time
 from .. import arguments
 from .draw import KEYPOINT_THRESHOLD
 from .errors import PoseInputError
+from .inputs import is_frames_input
+from .video_cli import add_video_arguments, run_video
 
 _DTYPES = ("float32", "float16", "bfloat16")
 _SHOWN_SKIPS = 5
@@ -177,7 +179,10 @@ def _nothing_to_draw(keypoints, threshold: float, width: int, height: int) -> st
 
 
 def cmd_pose_predict(args: argparse.Namespace) -> int:
-    """Draw the poses in ``args.image``; exit status 0 (drawn), 1 (nothing to draw: no image written)."""
+    """Draw the poses in ``args.image``; exit status 0 (drawn), 1 (nothing to draw: no image written).
+    A video file or a folder of images goes to :func:`.video_cli.run_video`."""
+    if is_frames_input(args.image):
+        return run_video(args, _estimator)
     from PIL import Image
 
     from .draw import draw_poses
@@ -233,20 +238,26 @@ def add_commands(subparsers) -> None:
 
     pr = subparsers.add_parser(
         "pose-predict",
-        help="draw the skeletons a pose checkpoint finds in an image",
-        description="Find the people's keypoints in one image and draw them into a PNG. Exit status: "
+        help="draw the skeletons a pose checkpoint finds in an image, a video or an image folder",
+        description="Find the people's keypoints in one image and draw them into a PNG, or in every frame of a "
+        "video or image folder (a drawn video or PNG frames, and JSON lines). Exit status: "
         f"{DRAWN} drawn; {NOTHING_TO_DRAW} nothing to draw (no joint above --threshold, or all of them "
         f"outside the image; no image written); {BAD_INPUT} bad input.",
     )
-    pr.add_argument("image", help="an image file Pillow can read")
+    pr.add_argument("image", help="an image file Pillow can read, a video file or a folder of images")
     _add_model_arguments(pr)
     pr.add_argument("--boxes", help="COCO detection results JSON (default: the whole image is one person box)")
     pr.add_argument("--image-id", type=int, help="the image's id in --boxes (default: from a numeric file name)")
-    pr.add_argument("--out", help="PNG file to write (default: <image stem>_pose.png beside the image)")
+    pr.add_argument(
+        "--out",
+        help="PNG file to write (default: <image stem>_pose.png beside the image); for a video or folder a video "
+        "file (.mp4, .mkv, ...) or a folder of PNG frames (default: <stem>_pose.mp4 or <folder>_pose/ beside it)",
+    )
     pr.add_argument(
         "--threshold",
         type=float,
         default=KEYPOINT_THRESHOLD,
         help=f"draw joints scoring above this (default {KEYPOINT_THRESHOLD})",
     )
+    add_video_arguments(pr)
     pr.set_defaults(func=_reporting_errors(cmd_pose_predict))
