@@ -149,18 +149,25 @@ def _overfit(backend: str, initial: dict, x: torch.Tensor, target: torch.Tensor,
 
 def test_overfit_a_synthetic_heatmap_target_exactly_as_the_reference():
     """Every backend learns the target to low loss along the reference's loss curve. Training with
-    train-mode BN amplifies rounding, so the curves are judged against the reference's own spread:
-    the same run with the input moved by one float32 ulp."""
+    train-mode BN and Adam (whose first steps are about lr * sign(grad), so a gradient entry near
+    zero flips on rounding) amplifies rounding, so after the first loss, a forward pass, the curves
+    are judged against the reference's own spread: the same run with the input moved by one float32
+    ulp, three times, the largest relative deviation per step."""
     initial = HRNet("w18_small_v1", head="pose", num_joints=3).state_dict()
     x, target = torch.randn(2, 3, 64, 48), _heatmap_target(2, 16, 12)
-    nudged = x * (1 + 2**-23 * torch.randint(-1, 2, x.shape))
     ref = torch.tensor(_overfit("reference", initial, x, target, steps=40))
-    spread = ((torch.tensor(_overfit("reference", initial, nudged, target, steps=40)) - ref).abs() / ref).max()
     assert ref[-1] < 0.1 * ref[0], ref
+    nudged_runs = []
+    for _ in range(3):
+        nudged = x * (1 + 2**-23 * torch.randint(-1, 2, x.shape))
+        nudged_runs.append(torch.tensor(_overfit("reference", initial, nudged, target, steps=40)))
+    spread = torch.stack([(run - ref).abs() / ref for run in nudged_runs]).amax(0)
     for backend in COMPILED_CPU[1:]:
         losses = torch.tensor(_overfit(backend, initial, x, target, steps=40))
-        torch.testing.assert_close(losses[:3], ref[:3], rtol=1e-4, atol=1e-7, msg=backend)  # before chaos sets in
-        assert ((losses - ref).abs() / ref).max() <= 2 * spread + 1e-6, (backend, losses, ref)
+        deviation = (losses - ref).abs() / ref
+        assert deviation[0] <= 1e-5, (backend, losses[0], ref[0])  # the forward pass, before any step
+        assert deviation[:3].max() <= 2 * spread[:3].max() + 1e-6, (backend, deviation[:3], spread[:3])
+        assert deviation.max() <= 2 * spread.max() + 1e-6, (backend, losses, ref)
         assert losses[-1] < 0.1 * losses[0]
 
 
