@@ -8,6 +8,10 @@ names, devices) import them then. A bad value exits with argparse's one-line usa
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
+
+BAD_INPUT = 2  # the exit status of a command given input it cannot use
 
 
 def size(text: str) -> tuple[int, int]:
@@ -83,3 +87,22 @@ def device(text: str):
     if found.type == "cuda" and not torch.cuda.is_available():
         raise argparse.ArgumentTypeError(f"{text}: no CUDA GPU is available here")
     return found
+
+
+def reporting_errors(
+    command: Callable[[argparse.Namespace], int], *input_errors: type[Exception]
+) -> Callable[[argparse.Namespace], int]:
+    """``command`` that prints input errors as one line and returns :data:`BAD_INPUT` instead of a
+    traceback: ``input_errors`` (the app's own), missing files, checkpoint errors, unavailable backends."""
+
+    def run(args: argparse.Namespace) -> int:
+        from .models import CheckpointError
+        from .ops import BackendUnavailableError
+
+        try:
+            return command(args)
+        except (*input_errors, FileNotFoundError, CheckpointError, BackendUnavailableError) as exc:
+            print(f"hrnet-fast {args.command}: error: {exc}", file=sys.stderr)
+            return BAD_INPUT
+
+    return run

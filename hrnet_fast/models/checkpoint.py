@@ -118,6 +118,35 @@ def guess_head(sd: Mapping[str, Tensor]) -> str:
     return "features"
 
 
+def read_head_checkpoint(
+    checkpoint: str | os.PathLike | Mapping,
+    head: str,
+    weight_key: str,
+    arch: str | None,
+    error: type[Exception],
+) -> tuple[dict[str, Tensor], Tensor, str]:
+    """``(state_dict, head weight, arch)`` of a checkpoint for an app built on one head.
+
+    ``weight_key`` names the head's weight that the app reads its sizes from (joint or class count),
+    in the plain key layout (without ``module.``/``model.``/``backbone.``). ``arch=None`` takes the
+    arch the weights were made for. Raises ``error`` (the app's input error) for a checkpoint
+    without that head or whose arch cannot be told.
+    """
+    state = read_state_dict(checkpoint)
+    plain, _ = adapt_keys(state, set())
+    weight = plain.get(weight_key)
+    if guess_head(plain) != head or weight is None:
+        raise error(
+            f"checkpoint {checkpoint} has no {head} head ({weight_key}); "
+            f"it looks like a {guess_head(plain)!r} checkpoint"
+        )
+    if arch is None:
+        arch = guess_arch(plain)
+        if arch not in ARCHS:
+            raise error(f"cannot tell the arch of checkpoint {checkpoint} ({arch}); pass it explicitly")
+    return state, weight, arch
+
+
 def _listing(title: str, items: list[str]) -> str:
     more = f" ... and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
     return f"\n  {len(items)} {title}:\n    " + "\n    ".join(items[:_SHOW]) + more

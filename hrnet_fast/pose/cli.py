@@ -25,7 +25,7 @@ from .video_cli import add_video_arguments, run_video
 _DTYPES = ("float32", "float16", "bfloat16")
 _SHOWN_SKIPS = 5
 # pose-predict's exit statuses
-DRAWN, NOTHING_TO_DRAW, BAD_INPUT = 0, 1, 2
+DRAWN, NOTHING_TO_DRAW, BAD_INPUT = 0, 1, arguments.BAD_INPUT
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -207,22 +207,6 @@ def cmd_pose_predict(args: argparse.Namespace) -> int:
     return DRAWN
 
 
-def _reporting_errors(command):
-    """Run ``command(args)``; print input errors as one line (exit status 2) instead of a traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        from ..models import CheckpointError
-        from ..ops import BackendUnavailableError
-
-        try:
-            return command(args)
-        except (PoseInputError, FileNotFoundError, CheckpointError, BackendUnavailableError) as exc:
-            print(f"hrnet-fast {args.command}: error: {exc}", file=sys.stderr)
-            return BAD_INPUT
-
-    return run
-
-
 def add_commands(subparsers) -> None:
     """Add ``pose-eval`` and ``pose-predict`` to the ``hrnet-fast`` subcommands."""
     ev = subparsers.add_parser("pose-eval", help="COCO keypoint AP/AR of a pose checkpoint (pycocotools)")
@@ -234,7 +218,7 @@ def add_commands(subparsers) -> None:
     ev.add_argument("--stats", help="write the ten AP/AR stats as JSON here")
     ev.add_argument("--workers", type=arguments.positive_int, default=4, help="image decoding threads (default 4)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar (there is none when not on a terminal)")
-    ev.set_defaults(func=_reporting_errors(cmd_pose_eval))
+    ev.set_defaults(func=arguments.reporting_errors(cmd_pose_eval, PoseInputError))
 
     pr = subparsers.add_parser(
         "pose-predict",
@@ -260,4 +244,4 @@ def add_commands(subparsers) -> None:
         help=f"draw joints scoring above this (default {KEYPOINT_THRESHOLD})",
     )
     add_video_arguments(pr)
-    pr.set_defaults(func=_reporting_errors(cmd_pose_predict))
+    pr.set_defaults(func=arguments.reporting_errors(cmd_pose_predict, PoseInputError))

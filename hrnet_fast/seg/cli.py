@@ -13,6 +13,7 @@ import sys
 import time
 
 from .. import arguments
+from .errors import SegInputError
 
 _DTYPES = ("float32", "float16", "bfloat16")
 
@@ -118,7 +119,6 @@ def cmd_seg_predict(args: argparse.Namespace) -> int:
     from .cityscapes import CLASS_NAMES, NUM_CLASSES, train_ids_to_label_ids
     from .dataset import read_image
     from .draw import label_image, overlay
-    from .errors import SegInputError
 
     image = read_image(args.image)
     estimator, num_classes = _estimator(args)
@@ -150,7 +150,6 @@ def cmd_seg_eval(args: argparse.Namespace) -> int:
     from ..progress import progress_bar
     from .cityscapes import CLASS_NAMES, NUM_CLASSES
     from .dataset import find_pairs
-    from .errors import SegInputError
     from .evaluation import evaluate
     from .metrics import format_stats
 
@@ -196,23 +195,6 @@ def cmd_seg_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reporting_errors(command):
-    """Run ``command(args)``; print input errors as one line (exit status 2) instead of a traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        from ..models import CheckpointError
-        from ..ops import BackendUnavailableError
-        from .errors import SegInputError
-
-        try:
-            return command(args)
-        except (SegInputError, FileNotFoundError, CheckpointError, BackendUnavailableError) as exc:
-            print(f"hrnet-fast {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-
-    return run
-
-
 def add_commands(subparsers) -> None:
     """Add ``seg-predict`` and ``seg-eval`` to the ``hrnet-fast`` subcommands."""
     pr = subparsers.add_parser("seg-predict", help="label map and colour overlay of one image (seg checkpoint)")
@@ -226,7 +208,7 @@ def add_commands(subparsers) -> None:
     )
     pr.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours (default 0.5)")
     pr.add_argument("--label-ids", action="store_true", help="save Cityscapes label ids instead of train ids")
-    pr.set_defaults(func=_reporting_errors(cmd_seg_predict))
+    pr.set_defaults(func=arguments.reporting_errors(cmd_seg_predict, SegInputError))
 
     ev = subparsers.add_parser("seg-eval", help="mIoU of a seg checkpoint on a labelled set (Cityscapes format)")
     _add_model_arguments(ev)
@@ -241,4 +223,4 @@ def add_commands(subparsers) -> None:
     ev.add_argument("--stats", help="write the statistics (per-class IoU, mIoU, accuracies) as JSON here")
     ev.add_argument("--workers", type=arguments.positive_int, default=4, help="image decoding threads (default 4)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ev.set_defaults(func=_reporting_errors(cmd_seg_eval))
+    ev.set_defaults(func=arguments.reporting_errors(cmd_seg_eval, SegInputError))

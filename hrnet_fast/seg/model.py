@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import torch
 
-from ..models import ARCHS, HRNet, load_checkpoint
-from ..models.checkpoint import adapt_keys, guess_arch, guess_head, read_state_dict
+from ..models import HRNet, load_checkpoint
+from ..models.checkpoint import read_head_checkpoint
 from .errors import SegInputError
 
 CLASSIFIER_KEY = "last_layer.3.weight"  # the head's last 1x1 conv: (num_classes, C, 1, 1)
@@ -31,18 +31,7 @@ def load_seg_model(
     for a checkpoint without a seg head and :class:`~hrnet_fast.CheckpointMismatchError` (naming the
     checkpoint's arch) for another arch.
     """
-    state = read_state_dict(checkpoint)
-    plain, _ = adapt_keys(state, set())  # strip module./model./backbone. to read the layout
-    classifier = plain.get(CLASSIFIER_KEY)
-    if guess_head(plain) != "seg" or classifier is None:
-        raise SegInputError(
-            f"checkpoint {checkpoint} has no seg head ({CLASSIFIER_KEY}); "
-            f"it looks like a {guess_head(plain)!r} checkpoint"
-        )
-    if arch is None:
-        arch = guess_arch(plain)
-        if arch not in ARCHS:
-            raise SegInputError(f"cannot tell the arch of checkpoint {checkpoint} ({arch}); pass it explicitly")
+    state, classifier, arch = read_head_checkpoint(checkpoint, "seg", CLASSIFIER_KEY, arch, SegInputError)
     model = HRNet(arch, head="seg", num_classes=classifier.shape[0], backend=backend, align_corners=align_corners)
     load_checkpoint(model, state)
     return model.eval().to(device=device, dtype=dtype)
