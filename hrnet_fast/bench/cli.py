@@ -225,8 +225,8 @@ def add_commands(subparsers) -> None:
         help="time HRNet and its fusion ops per backend against the reference",
         description="Side-by-side timings of every available backend against the reference "
         "(and torch.compile of it with --compile): the stage-4 fusion ops at the arch's real shapes, "
-        "and a whole model forward. Each row is timed until its median is known to within 1-2%% or "
-        "its time budget is spent (or exactly --iters calls); a speedup whose ~95%% interval holds 1 "
+        "and a whole model forward. Each row is timed until its median is known to within 1-2% or "
+        "its time budget is spent (or exactly --iters calls); a speedup whose ~95% interval holds 1 "
         "is marked 'within noise'. Errors are against the reference's output.",
     )
     bench.add_argument("--arch", default="w32", type=arguments.arch, help="official arch name (default w32)")
