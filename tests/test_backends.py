@@ -68,3 +68,20 @@ def test_model_backend_reaches_every_fusion_module():
     assert {f.backend for f in fusions} == {None}
     with pytest.raises(ValueError, match="unknown backend"):
         model.backend = "nope"
+
+
+def test_a_backend_is_probed_before_its_kernel_table_is_read(monkeypatch):
+    """``unsupported_reason`` on a backend nothing has probed yet (``auto`` falls back to the
+    reference without probing it) probes it instead of failing on its missing table."""
+    from hrnet_fast.ops import registry
+
+    monkeypatch.setattr(registry, "_KERNELS", {})
+    registry.unavailable_reason.cache_clear()
+    try:
+        like = torch.zeros(1, 2, 3, 3)
+        assert registry.unsupported_reason("fusion_branch", "reference", like) == (
+            "backend 'reference' has no fusion_branch kernel"
+        )
+        assert registry.kernel("upsample_sum", "reference", like) is registry.op_specs()["upsample_sum"].reference
+    finally:
+        registry.unavailable_reason.cache_clear()

@@ -3,6 +3,8 @@ worker threads that run the chunks of a batch side by side."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -48,6 +50,31 @@ def test_worker_engine_matches_the_reference_and_the_single_threaded_engine(two_
     plain = optimize(pose, cpu_workers=False)(x)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
     torch.testing.assert_close(out, plain, rtol=1e-6, atol=1e-6 * ref.abs().max().item())
+
+
+FIRST_CALL_ON_WORKERS = """
+import torch
+from hrnet_fast import HRNet, optimize
+torch.set_num_threads(2)
+torch.manual_seed(0)
+model = HRNet("w18_small_v1", head="pose").eval()
+x = torch.randn(4, 3, 64, 48)
+with torch.no_grad():
+    out = optimize(model)(x)  # the backends are probed first here, on the worker threads
+    ref = HRNet("w18_small_v1", head="pose", backend="reference").eval()
+    ref.load_state_dict(model.state_dict())
+    print(float((out - ref(x)).abs().max() / ref(x).abs().max()))
+"""
+
+
+def test_a_fresh_processs_first_call_may_probe_the_backends_on_the_worker_threads():
+    """Regression: two workers probing at once defined the cpp ops twice, one saw the backend fail
+    and fell back to ``reference``, whose kernel table had never been filled (KeyError)."""
+    run = subprocess.run(
+        [sys.executable, "-c", FIRST_CALL_ON_WORKERS], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert float(run.stdout.split()[-1]) < 1e-5
 
 
 @pytest.mark.parametrize(("head", "batch"), [("pose", 1), ("features", 3)])

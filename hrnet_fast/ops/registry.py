@@ -26,6 +26,7 @@ import functools
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -214,16 +215,22 @@ def _check_name(name: str, source: str) -> str:
     return key
 
 
+# One probe at a time: a model's first call may come from several threads at once (optimize()'s CPU
+# workers), and a probe defines the backend's custom ops, which must happen once.
+_PROBING = threading.RLock()
+
+
 @functools.cache
 def unavailable_reason(name: str) -> str | None:
     """None when backend ``name`` can run on this machine, else a sentence saying why not."""
     backend = _BACKENDS[name]
-    try:
-        reason = backend.probe()
-        if reason is None:
-            _KERNELS[name] = dict(backend.kernels())
-    except Exception as exc:  # a probe that crashes makes its backend unavailable, never the import
-        reason = f"probing it failed: {type(exc).__name__}: {exc}"
+    with _PROBING:
+        try:
+            reason = backend.probe()
+            if reason is None:
+                _KERNELS[name] = dict(backend.kernels())
+        except Exception as exc:  # a probe that crashes makes its backend unavailable, never the import
+            reason = f"probing it failed: {type(exc).__name__}: {exc}"
     return reason
 
 
@@ -320,6 +327,9 @@ def unsupported_reason(op: str, backend: str, like: Tensor) -> str | None:
     """None when ``backend`` (resolved, see :func:`resolve_backend`) has a fused kernel of ``op`` for
     tensors like ``like`` (device type and dtype), else why not: the one question a module asks
     before choosing what to compute."""
+    reason = unavailable_reason(backend)
+    if reason is not None:
+        return f"backend {backend!r} is not available: {reason}"
     kernel = _KERNELS[backend].get(op)
     if kernel is None:
         return f"backend {backend!r} has no {op} kernel"
