@@ -46,7 +46,7 @@ def _params():
             if not ON_GPU and b > 1 and not w32_pose:  # the CPU compares batch 8 on the headline model
                 continue
             for dtype in DTYPES if w32_pose else DTYPES[:1]:
-                names = [b for b in BACKENDS if b != COMPILE] + model_peers(DEVICE, PEERS if w32_pose else ())
+                names = [n for n in BACKENDS if n != COMPILE] + model_peers(DEVICE, PEERS if w32_pose else (), b)
                 for name in dict.fromkeys(names):
                     dt = str(dtype).removeprefix("torch.")
                     params.append(pytest.param(m, b, dtype, name, id=f"{m[0]}-{m[1]}-b{b}-{dt}-{name}"))

@@ -76,7 +76,7 @@ def test_a_backend_is_probed_before_its_kernel_table_is_read(monkeypatch):
     from hrnet_fast.ops import registry
 
     monkeypatch.setattr(registry, "_KERNELS", {})
-    registry.unavailable_reason.cache_clear()
+    registry.clear_probes()
     try:
         like = torch.zeros(1, 2, 3, 3)
         assert registry.unsupported_reason("fusion_branch", "reference", like) == (
@@ -84,4 +84,4 @@ def test_a_backend_is_probed_before_its_kernel_table_is_read(monkeypatch):
         )
         assert registry.kernel("upsample_sum", "reference", like) is registry.op_specs()["upsample_sum"].reference
     finally:
-        registry.unavailable_reason.cache_clear()
+        registry.clear_probes()

@@ -115,9 +115,9 @@ def failing_extension(monkeypatch):
         raise _ext.ExtensionBuildError("building it failed: ops.cpp:1:1: error: boom (full log: /x)")
 
     monkeypatch.setattr(_ext, "load", load)
-    registry.unavailable_reason.cache_clear()
+    registry.clear_probes()
     yield
-    registry.unavailable_reason.cache_clear()
+    registry.clear_probes()
 
 
 def test_when_the_build_fails_the_backend_says_why_and_the_rest_keeps_working(failing_extension):

@@ -46,8 +46,8 @@ def test_worker_engine_matches_the_reference_and_the_single_threaded_engine(two_
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         ref = pose(x)
-    out = optimize(pose)(x)
-    plain = optimize(pose, cpu_workers=False)(x)
+    out = optimize(pose, cpu_workers=True)(x)
+    plain = optimize(pose)(x)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
     torch.testing.assert_close(out, plain, rtol=1e-6, atol=1e-6 * ref.abs().max().item())
 
@@ -60,7 +60,7 @@ torch.manual_seed(0)
 model = HRNet("w18_small_v1", head="pose").eval()
 x = torch.randn(4, 3, 64, 48)
 with torch.no_grad():
-    out = optimize(model)(x)  # the backends are probed first here, on the worker threads
+    out = optimize(model, cpu_workers=True)(x)  # the backends are probed first here, on the workers
     ref = HRNet("w18_small_v1", head="pose", backend="reference").eval()
     ref.load_state_dict(model.state_dict())
     print(float((out - ref(x)).abs().max() / ref(x).abs().max()))
@@ -85,7 +85,7 @@ def test_bf16_worker_engine_is_within_twice_the_references_own_error(two_threads
         exact = model.double()(x.double())
         own = model.bfloat16()(x.bfloat16())
     model.float()
-    out = optimize(model, dtype=torch.bfloat16)(x)
+    out = optimize(model, dtype=torch.bfloat16, cpu_workers=True)(x)
     for o, r, e in zip(*(t if isinstance(t, tuple) else (t,) for t in (out, own, exact)), strict=True):
         assert_matches(o, r, e, f"bf16 {head} b{batch}", mean=True)
 

@@ -143,9 +143,9 @@ def poisoned_backend(monkeypatch):
         lambda: {"upsample_sum": registry.Kernel(kernel, dtypes)},
     )
     monkeypatch.setitem(registry._BACKENDS, "poisoned", backend)
-    registry.unavailable_reason.cache_clear()
+    registry.clear_probes()
     yield
-    registry.unavailable_reason.cache_clear()
+    registry.clear_probes()
 
 
 def test_export_and_tracing_run_the_reference_ops(poisoned_backend, tmp_path):

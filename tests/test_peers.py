@@ -7,6 +7,7 @@ import importlib.util
 import pytest
 import torch
 
+from hrnet_fast import HRNet
 from hrnet_fast.bench import peers, report, suites
 from hrnet_fast.bench.timer import StopRule
 
@@ -21,8 +22,9 @@ def _run(dtype, names):
 def test_onnx_peers_time_the_same_model_and_report_against_the_best_peer():
     pytest.importorskip("onnxruntime")
     pytest.importorskip("openvino")
-    rows = _run(torch.float32, ["reference", suites.OPTIMIZE, peers.ONNXRUNTIME, peers.OPENVINO])
-    assert list(rows) == ["reference", suites.OPTIMIZE, peers.ONNXRUNTIME, peers.OPENVINO]
+    names = ["reference", suites.OPTIMIZE, suites.OPTIMIZE_WORKERS, peers.ONNXRUNTIME, peers.OPENVINO]
+    rows = _run(torch.float32, names)
+    assert list(rows) == names
     best = min(rows[p].ms for p in (peers.ONNXRUNTIME, peers.OPENVINO))
     for r in rows.values():
         assert r.note is None and r.ms > 0 and r.img_per_s == pytest.approx(2 / (r.ms / 1e3))
@@ -50,3 +52,11 @@ def test_openvino_runs_bfloat16_on_a_cpu_within_bfloat16_error():
     pytest.importorskip("openvino")
     rows = _run(torch.bfloat16, ["reference", peers.OPENVINO])
     assert rows["openvino"].ms > 0 and rows["openvino"].max_abs_err < 0.1
+
+
+def test_the_worker_engine_row_needs_a_cpu_batch_of_several_images():
+    model = HRNet("w18_small_v1", head="pose").eval()
+    with pytest.raises(peers.PeerUnavailable, match="more than one image"):
+        suites.model_runner(suites.OPTIMIZE_WORKERS, model, torch.randn(1, 3, 64, 48))
+    assert suites.model_peers(CPU, [peers.OPENVINO], batch=8) == [suites.OPTIMIZE, suites.OPTIMIZE_WORKERS, "openvino"]
+    assert suites.model_peers(CPU, [peers.OPENVINO], batch=1) == [suites.OPTIMIZE, peers.OPENVINO]

@@ -122,7 +122,7 @@ def _plan(args: argparse.Namespace, backends: list[str], copy_bw: float) -> list
     op = suites.Settings(device, dtype, args.channels_last, WARMUP[kind, "op"], _stop_rule(args, kind, "op"))
     model = suites.Settings(device, dtype, args.channels_last, WARMUP[kind, "model"], _stop_rule(args, kind, "model"))
     op_backends = [*backends, suites.COMPILE] if args.compile else backends
-    model_backends = [*backends, *suites.model_peers(device, _peers(args))]
+    model_backends = [*backends, *suites.model_peers(device, _peers(args), batch)]
     ops = {"backends": op_backends, "copy_bw": copy_bw}
     op_rows = len(dict.fromkeys(["reference", *op_backends]))
 

@@ -30,6 +30,7 @@ from .timer import Rotation, StopRule, Timing, time_fn, time_interleaved
 COMPILE = "compile"  # torch.compile(reference) as a pseudo-backend
 CUDA_GRAPH = "cuda-graph"  # the eager reference replayed as a CUDA graph
 OPTIMIZE = "optimize"  # hrnet_fast.optimize(): our inference engine
+OPTIMIZE_WORKERS = "optimize-workers"  # optimize(cpu_workers=True): a CPU batch split over worker threads
 
 
 @dataclass(frozen=True)
@@ -283,10 +284,19 @@ def _optimized(model: HRNet, x: Tensor) -> Callable[[], object]:
     return lambda: engine(x)
 
 
+def _optimized_on_workers(model: HRNet, x: Tensor) -> Callable[[], object]:
+    if x.device.type != "cpu" or x.shape[0] == 1:
+        raise PeerUnavailable("worker threads split CPU batches of more than one image")
+    model.backend = None
+    engine = optimize(model, dtype=x.dtype, cpu_workers=True)
+    return lambda: engine(x)
+
+
 # Whole-model runners timed beside the backends: our engine and its peers. Each builds its engine
 # from its own copy of the model (compile and export time are reported apart from the timings).
 MODEL_RUNNERS: dict[str, Callable[[HRNet, Tensor], Callable[[], object]]] = {
     OPTIMIZE: _optimized,
+    OPTIMIZE_WORKERS: _optimized_on_workers,
     CUDA_GRAPH: _cuda_graph,
     COMPILE: _compiled,
     **PEERS,
@@ -295,9 +305,12 @@ MODEL_RUNNERS: dict[str, Callable[[HRNet, Tensor], Callable[[], object]]] = {
 PEER_NAMES = (CUDA_GRAPH, COMPILE, *PEERS)
 
 
-def model_peers(device: torch.device, peers: Sequence[str] = ()) -> list[str]:
-    """The engine (and CUDA graphs on CUDA), then ``peers`` (see :data:`hrnet_fast.bench.peers.PEERS`)."""
-    return [OPTIMIZE] + ([CUDA_GRAPH] if device.type == "cuda" else []) + list(peers)
+def model_peers(device: torch.device, peers: Sequence[str] = (), batch: int = 1) -> list[str]:
+    """The engine (also with worker threads for a CPU batch of several images; CUDA graphs on CUDA),
+    then ``peers`` (see :data:`hrnet_fast.bench.peers.PEERS`)."""
+    if device.type == "cuda":
+        return [OPTIMIZE, CUDA_GRAPH, *peers]
+    return [OPTIMIZE, *([OPTIMIZE_WORKERS] if batch > 1 else []), *peers]
 
 
 def model_runner(name: str, model: HRNet, x: Tensor) -> Callable[[], object]:

@@ -6,10 +6,10 @@ What it does to a copy of the model (the original is left as it was):
   - casts weights to ``dtype`` and lays tensors out channels_last;
   - on CUDA, replays a captured CUDA graph per input shape (the first call with a shape warms up
     and captures; later calls replay), which removes HRNet's launch overhead;
-  - on a CPU, prepacks each conv's weights once per input shape into oneDNN's blocked layout and,
-    for a batch of more than one image, splits the batch into chunks that worker threads with one
-    intra-op thread each take in turn (:mod:`hrnet_fast.nn.cpu_workers`) instead of splitting every
-    small op over all cores; a single image runs each op on all cores.
+  - on a CPU, prepacks each conv's weights once per input shape into oneDNN's blocked layout and
+    runs each op on torch's intra-op threads; with ``cpu_workers=True`` a batch of more than one
+    image is split into chunks that worker threads with one intra-op thread each take in turn
+    (:mod:`hrnet_fast.nn.cpu_workers`) instead.
 The fusion steps keep running through ``hrnet_fast.ops`` with the model's backend. Under
 ``torch.compile`` it runs the folded model as plain ops and lets the compiler fuse and graph them.
 """
@@ -175,13 +175,13 @@ def optimize(
     dtype: torch.dtype | None = None,
     channels_last: bool = True,
     cuda_graph: bool = True,
-    cpu_workers: bool = True,
+    cpu_workers: bool = False,
     backend: str | None = None,
 ) -> OptimizedHRNet:
     """An inference engine with ``model``'s outputs: BN folded, fused conv epilogues, ``dtype``
     weights (default: the model's), channels_last, CUDA graphs per input shape on CUDA
-    (``cuda_graph``), and on a CPU prepacked weights and batches split over worker threads
-    (``cpu_workers``; False splits each op over torch's intra-op threads instead).
+    (``cuda_graph``), and on a CPU prepacked weights and each op split over torch's intra-op threads
+    (``cpu_workers=True``: batches split over worker threads instead, one intra-op thread each).
 
     ``model`` must be an HRNet in eval mode (``model.eval()``); it is copied, never changed.
     ``backend`` selects the fused-op backend of the copy (default: the model's own choice).

@@ -218,19 +218,36 @@ def _check_name(name: str, source: str) -> str:
 # One probe at a time: a model's first call may come from several threads at once (optimize()'s CPU
 # workers), and a probe defines the backend's custom ops, which must happen once.
 _PROBING = threading.RLock()
+_REASONS: dict[str, str | None] = {}  # per probed backend: None (available) or why not
 
 
-@functools.cache
 def unavailable_reason(name: str) -> str | None:
-    """None when backend ``name`` can run on this machine, else a sentence saying why not."""
-    backend = _BACKENDS[name]
+    """None when backend ``name`` can run on this machine, else a sentence saying why not (probed
+    once per process)."""
+    if name in _REASONS:
+        return _REASONS[name]
+    if torch.compiler.is_compiling():  # tracing runs on one thread, and cannot enter a lock
+        return _probe(name)
     with _PROBING:
-        try:
-            reason = backend.probe()
-            if reason is None:
-                _KERNELS[name] = dict(backend.kernels())
-        except Exception as exc:  # a probe that crashes makes its backend unavailable, never the import
-            reason = f"probing it failed: {type(exc).__name__}: {exc}"
+        if name not in _REASONS:
+            _REASONS[name] = _probe(name)
+        return _REASONS[name]
+
+
+def clear_probes() -> None:
+    """Forget every probe's result, so the next use probes afresh (for tests that change a backend)."""
+    with _PROBING:
+        _REASONS.clear()
+
+
+def _probe(name: str) -> str | None:
+    backend = _BACKENDS[name]
+    try:
+        reason = backend.probe()
+        if reason is None:
+            _KERNELS[name] = dict(backend.kernels())
+    except Exception as exc:  # a probe that crashes makes its backend unavailable, never the import
+        reason = f"probing it failed: {type(exc).__name__}: {exc}"
     return reason
 
 
