@@ -100,19 +100,15 @@ def bench_seg_end_to_end(
     base = timings[BASELINE]
     case = f"seg {arch} {size[0]}x{size[1]} end to end, {settings.label}"
     return [
-        Result(
-            suite="seg",
-            case=case,
-            backend=name,
-            ms=timing.median_ms,
-            spread=timing.spread,
-            speedup=base.median_s / timing.median_s,
+        Result.timed(
+            "seg",
+            case,
+            name,
+            timing,
+            None if name == BASELINE else base,
             max_abs_err=float((labels[name] != labels[BASELINE]).float().mean()),
             img_per_s=1 / timing.median_s,
             mem_mb=memory[name],
-            samples=timing.samples,
-            speedup_low=None if name == BASELINE else base.low_s / timing.high_s,
-            speedup_high=None if name == BASELINE else base.high_s / timing.low_s,
         )
         for name, timing in timings.items()
     ]

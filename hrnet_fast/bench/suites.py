@@ -53,6 +53,25 @@ class Result:
     speedup_low: float | None = None  # the speedup's ~95% interval, from both medians' intervals
     speedup_high: float | None = None
 
+    @classmethod
+    def timed(cls, suite: str, case: str, backend: str, timing: Timing, ref: Timing | None, **fields) -> Result:
+        """The row of ``backend`` timed as ``timing``: median, spread, samples, and the speedup over
+        ``ref`` with its interval from both medians' intervals (``ref=None``: the row is the baseline
+        itself, speedup 1 without an interval)."""
+        interval = (None, None) if ref is None else (ref.low_s / timing.high_s, ref.high_s / timing.low_s)
+        return cls(
+            suite=suite,
+            case=case,
+            backend=backend,
+            ms=timing.median_ms,
+            spread=timing.spread,
+            speedup=1.0 if ref is None else ref.median_s / timing.median_s,
+            samples=timing.samples,
+            speedup_low=interval[0],
+            speedup_high=interval[1],
+            **fields,
+        )
+
     @property
     def key(self) -> tuple[str, str, str]:
         return self.suite, self.case, self.backend
@@ -122,17 +141,13 @@ def _compare(
             timing = settings.time(fn)
         ref = ref or timing
         results.append(
-            Result(
-                suite=suite,
-                case=case,
-                backend=name,
-                ms=timing.median_ms,
-                spread=timing.spread,
-                speedup=ref.median_s / timing.median_s,
+            Result.timed(
+                suite,
+                case,
+                name,
+                timing,
+                ref,
                 max_abs_err=max_abs_err(out, ref_out),
-                samples=timing.samples,
-                speedup_low=ref.low_s / timing.high_s,
-                speedup_high=ref.high_s / timing.low_s,
                 **throughput(timing.median_s),
                 **extra,
             )
@@ -377,20 +392,16 @@ def bench_model(
             continue
         t = timings[name]
         results.append(
-            Result(
-                suite="model",
-                case=case,
-                backend=name,
-                ms=t.median_ms,
-                spread=t.spread,
-                speedup=ref.median_s / t.median_s,
+            Result.timed(
+                "model",
+                case,
+                name,
+                t,
+                ref,
                 max_abs_err=errors[name],
                 img_per_s=batch / t.median_s,
                 vs_best_peer=best_peer / t.median_s if best_peer else None,
                 setup_s=setup_s[name],
-                samples=t.samples,
-                speedup_low=ref.low_s / t.high_s,
-                speedup_high=ref.high_s / t.low_s,
             )
         )
     return results
