@@ -1,16 +1,27 @@
 """Op level: ``upsample_sum`` (a stage-4 fusion step's four calls) and ``upsample_concat`` (the seg
-head) at the real shapes of W32/W48, per backend vs the eager reference vs torch.compile of it."""
+head) at the real shapes of W32/W48, per backend vs the eager reference vs torch.compile of it; and,
+on a CPU, ``winograd_conv`` (one 3x3 block conv per stage-4 branch of W32) vs oneDNN's direct conv
+as ``optimize()`` ran it before, vs the eager reference."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from conftest import BACKENDS, CLOCK, DEVICE, DTYPES, ON_GPU
+from torch import Tensor
 
-from hrnet_fast.bench.shapes import concat_elements, concat_shapes, fusion_shapes
+from hrnet_fast.bench.shapes import branch_sizes, concat_elements, concat_shapes, fusion_shapes, stage_widths
 from hrnet_fast.bench.suites import COMPILE, Settings, concat_impl, make_sum_inputs, max_abs_err, sum_impl
 from hrnet_fast.bench.timer import Rotation
-from hrnet_fast.ops import upsample_concat_reference, upsample_sum_reference
+from hrnet_fast.ops import (
+    conv_bias_act,
+    upsample_concat_reference,
+    upsample_sum_reference,
+    winograd_conv,
+    winograd_conv_reference,
+    winograd_panel,
+)
+from hrnet_fast.ops.conv_act import prepack_weight
 
 pytestmark = pytest.mark.benchmark(timer=CLOCK)
 
@@ -78,3 +89,39 @@ def test_upsample_concat(benchmark, record, case, mode, dtype, cl, backend):
         benchmark.group = _group("upsample_concat", case, mode, dtype, cl)
         benchmark(lambda: impl(rotation(), mode, False))
     record(benchmark, backend, nbytes=nbytes, max_abs_err=max_abs_err(out, ref))
+
+
+CONV_BATCHES = [1, 8]
+CONV_IMPLS = ["reference", "onednn", "cpp"]
+
+
+def _block_convs(batch: int) -> list[tuple[Tensor, ...]]:
+    """One 3x3 conv per stage-4 branch of W32 pose 256x192: (x, weight, panel, bias, residual)."""
+    convs = []
+    for c, (h, w) in zip(stage_widths("w32", 4), branch_sizes(256, 192), strict=True):
+        x, r = (torch.randn(batch, c, h, w).contiguous(memory_format=torch.channels_last) for _ in range(2))
+        weight = torch.randn(c, c, 3, 3) / (3 * c**0.5)
+        convs.append((x, weight, winograd_panel(weight), torch.randn(c), r))
+    return convs
+
+
+@pytest.mark.skipif(ON_GPU, reason="winograd_conv has CPU kernels only; GPUs run cuDNN's convs")
+@pytest.mark.parametrize("impl", CONV_IMPLS)
+@pytest.mark.parametrize("batch", CONV_BATCHES, ids=lambda b: f"b{b}")
+def test_winograd_conv(benchmark, record, batch, impl):
+    convs = _block_convs(batch)
+    packed = [prepack_weight(w, stride=1, padding=1, input_shape=tuple(x.shape)) for x, w, *_ in convs]
+
+    def run():
+        if impl == "onednn":  # the direct conv with prepacked weights, as optimize() runs non-3x3 convs
+            return [
+                conv_bias_act(x, w, b, padding=1, residual=r, packed=p)
+                for (x, w, _, b, r), p in zip(convs, packed, strict=True)
+            ]
+        return [winograd_conv(x, w, u, b, residual=r, backend=impl) for x, w, u, b, r in convs]
+
+    with torch.inference_mode():
+        out, ref = run(), [winograd_conv_reference(*conv, True) for conv in convs]
+        benchmark.group = f"winograd_conv w32 stage-4 block convs b{batch} float32 CL"
+        benchmark(run)
+    record(benchmark, impl, max_abs_err=max_abs_err(out, ref))

@@ -128,14 +128,15 @@ def test_workers_keep_one_intra_op_thread_each_and_carry_grad_mode():
 
 @ONEDNN
 def test_prepacked_weights_follow_in_place_weight_updates():
-    conv = FoldedConv(nn.Conv2d(8, 16, 3, 1, 1), trained_like(nn.Sequential(nn.BatchNorm2d(16)))[0], relu=True)
+    # stride 2: a conv that oneDNN runs (3x3 stride-1 fp32 convs run winograd_conv on cpp)
+    conv = FoldedConv(nn.Conv2d(8, 16, 3, 2, 1), trained_like(nn.Sequential(nn.BatchNorm2d(16)))[0], relu=True)
     x = torch.randn(2, 8, 9, 7).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         first = conv(x)
         assert len(conv._packed) == 1 and conv.packed_weight(x).is_mkldnn
         conv.weight.mul_(-1.5)
         again = conv(x)
-    ref = conv_bias_act_reference(x, conv.weight, conv.bias, 1, 1, None, True)
+    ref = conv_bias_act_reference(x, conv.weight, conv.bias, 2, 1, None, True)
     torch.testing.assert_close(again, ref, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(first, again)
     with torch.no_grad():

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..nn import MultiResolutionFusion
+from ..nn import FoldedConv, MultiResolutionFusion
 from ..nn.checkpointing import checkpointed
 from ..ops.checks import check_mode
 from ..ops.registry import validate_backend
@@ -164,7 +164,7 @@ class HRNet(nn.Module):
         name = validate_backend(name)
         self._backend = name
         for m in self.modules():
-            if isinstance(m, MultiResolutionFusion):
+            if isinstance(m, (MultiResolutionFusion, FoldedConv)):
                 m.backend = name
 
     def _check_input(self, x: Tensor) -> None:

@@ -6,8 +6,10 @@ running var s2, eps), with scale = gamma / sqrt(s2 + eps):
     BN(conv(x; W, b)) = conv(x; W * scale[:, None, None, None], beta + (b - mu) * scale)
 
 The fold is computed in float64 and rounded once to the weights' dtype. On a CPU the folded weight is
-also prepacked once per input shape into oneDNN's blocked layout (see ``prepack_weight``), so the
-fused library call does not reorder it on every forward.
+also prepared once: the 3x3 stride-1 convs (HRNet's blocks) run Winograd F(2x2, 3x3) on a backend
+with a ``winograd_conv`` kernel (fp32 maps; the transformed weights are made once), every other
+conv oneDNN's fused call with the weight prepacked per input shape into its blocked layout (see
+``prepack_weight``), so neither reorders weights on every forward.
 """
 
 from __future__ import annotations
@@ -15,10 +17,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..ops import conv_bias_act
+from ..ops import conv_bias_act, resolve_backend, winograd_panel
 from ..ops.conv_act import prepack_weight
+from ..ops.registry import kernel, unsupported_reason
 
 MAX_PACKED_SHAPES = 4  # prepacked copies kept per conv (one per input shape seen); more clears them
+# Map dtypes whose 3x3 stride-1 convs run winograd_conv (faster than oneDNN's direct conv on a CPU,
+# benchmarks/RESULTS.md); bf16 stays direct: the kernel computes 16-bit maps in fp32.
+WINOGRAD_DTYPES = (torch.float32,)
+# Fewer output pixels (N * H * W) than this and the conv is bound by reading its weights, which
+# Winograd's transformed weights make 16/9 larger: oneDNN's direct conv runs instead (measured on a
+# 2-core AMD EPYC: 256 channels at 8x6 batch 1 0.9x, batch 2 1.2x).
+WINOGRAD_MIN_PIXELS = 64
 
 
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[Tensor, Tensor]:
@@ -38,6 +48,9 @@ class FoldedConv(nn.Module):
 
     forward(x (N, C_in, H, W), residual (N, C_out, H', W') or None, accumulate=False)
     -> (N, C_out, H', W').
+
+    ``backend`` (None: the global choice; set by ``HRNet.backend``) picks between the fused kernels
+    and the plain composition (``"reference"``), as for the fused ops.
     """
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None, relu: bool = False):
@@ -48,30 +61,63 @@ class FoldedConv(nn.Module):
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = nn.Parameter(bias, requires_grad=False)
         self.stride, self.padding, self.relu = conv.stride[0], conv.padding[0], relu
-        self._packed: dict[tuple, Tensor] = {}  # (input shape, dtype) -> prepacked weight
+        self.backend: str | None = None
+        self._packed: dict[tuple, Tensor] = {}  # (input shape, dtype) -> prepacked weight; "winograd" -> panel
         self._packed_from: tuple | None = None  # the weight (storage, version) they were packed from
 
-    def packed_weight(self, x: Tensor) -> Tensor | None:
-        """The weight prepacked for oneDNN for inputs shaped like ``x`` (made on the first such call,
-        remade when the weight changes), or None where no prepacked path applies."""
+    def _current(self) -> dict[tuple, Tensor]:
+        """The prepared weights, emptied when the weight changed since they were made."""
         w = self.weight
         version = None if w.is_inference() else w._version  # inference tensors count no versions
         weight_id = (w.dtype, w.device, w.data_ptr(), version)
         if weight_id != self._packed_from:
             self._packed.clear()
             self._packed_from = weight_id
+        return self._packed
+
+    def winograd_kernel(self, x: Tensor):
+        """The ``winograd_conv`` kernel to run this conv on ``x`` with, or None where it does not
+        apply (not a 3x3 stride-1 conv, a dtype outside WINOGRAD_DTYPES, not a CPU, a map smaller
+        than WINOGRAD_MIN_PIXELS, compiling or exporting, or a backend without the kernel)."""
+        if (
+            self.weight.shape[-1] != 3
+            or self.stride != 1
+            or self.padding != 1
+            or x.dtype not in WINOGRAD_DTYPES
+            or x.dtype != self.weight.dtype
+            or x.device.type != "cpu"
+            or x.shape[0] * x.shape[2] * x.shape[3] < WINOGRAD_MIN_PIXELS
+            or torch.compiler.is_compiling()
+        ):
+            return None
+        backend = resolve_backend(self.backend, x.device)  # "reference" while exporting
+        if unsupported_reason("winograd_conv", backend, x) is not None:
+            return None
+        return kernel("winograd_conv", backend, x)
+
+    def packed_weight(self, x: Tensor) -> Tensor | None:
+        """The weight prepacked for oneDNN for inputs shaped like ``x`` (made on the first such call,
+        remade when the weight changes), or None where no prepacked path applies."""
+        prepared = self._current()
         key = (tuple(x.shape), x.dtype)
-        packed = self._packed.get(key)
+        packed = prepared.get(key)
         if packed is None:
-            packed = prepack_weight(w, stride=self.stride, padding=self.padding, input_shape=key[0])
+            packed = prepack_weight(self.weight, stride=self.stride, padding=self.padding, input_shape=key[0])
             if packed is not None:
-                if len(self._packed) >= MAX_PACKED_SHAPES:
-                    self._packed.clear()
-                self._packed[key] = packed
+                if len(prepared) >= MAX_PACKED_SHAPES:
+                    prepared.clear()
+                prepared[key] = packed
         return packed
 
     def forward(self, x: Tensor, residual: Tensor | None = None, *, accumulate: bool = False) -> Tensor:
         """``accumulate``: ``residual`` is not needed afterwards, and may hold the result."""
+        winograd = self.winograd_kernel(x)
+        if winograd is not None:
+            prepared = self._current()
+            panel = prepared.get("winograd")
+            if panel is None:
+                panel = prepared["winograd"] = winograd_panel(self.weight)
+            return winograd(x, self.weight, panel, self.bias, residual, self.relu)
         packed = None if torch.compiler.is_compiling() or x.dtype != self.weight.dtype else self.packed_weight(x)
         return conv_bias_act(
             x,
@@ -81,6 +127,7 @@ class FoldedConv(nn.Module):
             padding=self.padding,
             residual=residual,
             relu=self.relu,
+            backend=self.backend,
             packed=packed,
             accumulate=accumulate,
         )

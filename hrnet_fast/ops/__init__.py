@@ -25,6 +25,7 @@ from .registry import (
 )
 from .upsample_concat_op import upsample_concat, upsample_concat_reference
 from .upsample_sum_op import upsample_sum, upsample_sum_reference
+from .winograd_conv_op import winograd_conv, winograd_conv_reference, winograd_panel
 
 for _module in _pkgutil.iter_modules(__path__):
     if _module.name.endswith("_op"):
@@ -47,4 +48,7 @@ __all__ = [
     "upsample_concat_reference",
     "upsample_sum",
     "upsample_sum_reference",
+    "winograd_conv",
+    "winograd_conv_reference",
+    "winograd_panel",
 ]

@@ -1,0 +1,295 @@
+// winograd_conv on the CPU (see winograd_conv_problem.h for the math), in one of two schedules by the
+// size of the transformed weights (the 16 GEMMs M[xi] = V[xi] U[xi] run on tile_gemm.h's register
+// tiles, vectors along the channels):
+//   fused   (small weights, high-resolution maps): the 2x2 output tiles of every sample, flattened,
+//           are cut into blocks of kTileP; a task (at::parallel_for, OpenMP) is one block x a run
+//           of output-channel tiles. It transforms the block's inputs (B^T d B) into a buffer,
+//           multiplies them into 16 accumulator tiles that stay in L1, and writes the output
+//           transform A^T M A + bias + residual, ReLU, one rounding, channels-last. No transformed
+//           intermediate leaves the task.
+//   phased  (large weights, low-resolution maps, few tiles): the same steps as three parallel
+//           passes over all tiles, so each transformed weight is read once, not once per block.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <optional>
+#include <type_traits>
+#include <vector>
+
+#include "../op_checks.h"
+#include "../winograd_conv_problem.h"
+#include "tile_gemm.h"
+
+namespace hrnet_fast::cpu {
+namespace {
+
+constexpr const char* kOp = "hrnet_fast::winograd_conv_cpp";
+constexpr int kTasksPerThread = 2;
+// Transformed weights up to this size (HRNet's 32 and 64 channels) run fused per block of tiles;
+// larger ones (128, 256 channels: 1 and 4 MB in fp32) in three passes, so each is read once.
+constexpr int64_t kFusedPanelBytes = 300 << 10;
+
+// count (<= lanes) values of src widened to the accumulation type, zeros after them.
+template <typename T>
+Vec<acc_t<T>> load(const T* src, int64_t count) {
+  using A = acc_t<T>;
+  Vec<A> v = {};
+  if constexpr (std::is_same_v<T, A>) {
+    if (count == kLanes<A>) {
+      std::memcpy(&v, src, sizeof v);
+      return v;
+    }
+  }
+  for (int64_t i = 0; i < count; ++i) v[i] = to_acc(src[i]);
+  return v;
+}
+
+template <typename T>
+void store(T* dst, const Vec<acc_t<T>>& v, int64_t count) {
+  using A = acc_t<T>;
+  if constexpr (std::is_same_v<T, A>) {
+    if (count == kLanes<A>) {
+      std::memcpy(dst, &v, sizeof v);
+      return;
+    }
+  }
+  for (int64_t i = 0; i < count; ++i) dst[i] = from_acc<T>(v[i]);
+}
+
+// The problem's tiles: 2x2 output tiles of every sample, flattened; tile t is (n, ty, tx).
+template <typename T>
+struct Tiles {
+  using A = acc_t<T>;
+  using V = Vec<A>;
+  static constexpr int L = kLanes<A>;
+  const WinogradProblem& p;
+  int64_t th, tw, count;
+  std::vector<A> bias;  // padded with zeros to a whole register tile
+
+  explicit Tiles(const WinogradProblem& problem)
+      : p(problem), th((problem.h + 1) / 2), tw((problem.w + 1) / 2), count(problem.n * th * tw) {
+    bias.assign(round_up(p.cout, kTileC<A>), A(0));
+    for (int32_t j = 0; j < p.cout; ++j) bias[j] = to_acc(static_cast<const T*>(p.bias)[j]);
+  }
+
+  // V = B^T d B of tile t's 4x4 input patch (zeros outside the map; all zeros for t >= count) for
+  // input channels [c, c + L): element xi goes to dst + xi * stride.
+  void transform_input(int64_t t, int64_t c, A* dst, int64_t stride) const {
+    V d[4][4] = {};
+    if (t < count) {
+      const int64_t n = t / (th * tw), y0 = 2 * (t / tw % th) - 1, x0 = 2 * (t % tw) - 1;
+      const T* sample = static_cast<const T*>(p.x) + n * p.h * p.w * p.cin + c;
+      const int64_t width = std::min<int64_t>(L, p.cin - c);
+      for (int i = 0; i < 4; ++i) {
+        if (y0 + i < 0 || y0 + i >= p.h) continue;
+        for (int j = 0; j < 4; ++j) {
+          if (x0 + j >= 0 && x0 + j < p.w) d[i][j] = load(sample + ((y0 + i) * p.w + x0 + j) * p.cin, width);
+        }
+      }
+    }
+    V r[4][4];  // B^T d
+    for (int j = 0; j < 4; ++j) {
+      r[0][j] = d[0][j] - d[2][j];
+      r[1][j] = d[1][j] + d[2][j];
+      r[2][j] = d[2][j] - d[1][j];
+      r[3][j] = d[1][j] - d[3][j];
+    }
+    for (int i = 0; i < 4; ++i) {  // (B^T d) B
+      const V v[4] = {r[i][0] - r[i][2], r[i][1] + r[i][2], r[i][2] - r[i][1], r[i][1] - r[i][3]};
+      for (int j = 0; j < 4; ++j) std::memcpy(dst + (i * 4 + j) * stride, &v[j], sizeof(V));
+    }
+  }
+
+  // Tile t's output for channels [j, j + L), from its products m[xi] at src + xi * stride:
+  // act(A^T M A + bias + residual), rounded once, written channels-last (pixels inside the map only).
+  void write_output(int64_t t, int64_t j, const A* src, int64_t stride) const {
+    V m[16];
+    for (int xi = 0; xi < 16; ++xi) std::memcpy(&m[xi], src + xi * stride, sizeof(V));
+    V s[2][4];  // A^T M
+    for (int k = 0; k < 4; ++k) {
+      s[0][k] = m[k] + m[4 + k] + m[8 + k];
+      s[1][k] = m[4 + k] - m[8 + k] - m[12 + k];
+    }
+    V b;
+    std::memcpy(&b, bias.data() + j, sizeof b);
+    const int64_t n = t / (th * tw), ty = t / tw % th, tx = t % tw, width = std::min<int64_t>(L, p.cout - j);
+    const T* residual = static_cast<const T*>(p.residual);
+    T* out = static_cast<T*>(p.out);
+    for (int a = 0; a < 2 && 2 * ty + a < p.h; ++a) {
+      const V y[2] = {s[a][0] + s[a][1] + s[a][2], s[a][1] - s[a][2] - s[a][3]};  // (A^T M) A
+      for (int e = 0; e < 2 && 2 * tx + e < p.w; ++e) {
+        const int64_t at = ((n * p.h + 2 * ty + a) * p.w + 2 * tx + e) * p.cout + j;
+        V value = y[e] + b;
+        if (residual != nullptr) value += load(residual + at, width);
+        if (p.relu) value = value < V{} ? V{} : value;  // v < 0 ? 0 : v keeps NaN, as torch.relu
+        store(out + at, value, width);
+      }
+    }
+  }
+};
+
+// Tasks for `units` units of work and `parts` parts each (output-channel tiles): units split into
+// parts only as far as needed for kTasksPerThread tasks per thread.
+struct Split {
+  int64_t parts, per_part;
+  Split(int64_t units, int64_t channel_tiles) {
+    const int64_t wanted = int64_t{kTasksPerThread} * at::get_num_threads();
+    parts = std::min(channel_tiles, (wanted + units - 1) / units);
+    per_part = (channel_tiles + parts - 1) / parts;
+  }
+};
+
+// Small weights (high-resolution maps): everything per block of kTileP tiles in one task, the
+// transformed inputs and the 16 accumulator tiles in L1/L2.
+template <typename T>
+void run_fused(const Tiles<T>& g) {
+  using A = acc_t<T>;
+  constexpr int L = kLanes<A>, kC = kTileC<A>;
+  const WinogradProblem& p = g.p;
+  const A* panel = static_cast<const A*>(p.panel);
+  const int64_t cin_pad = round_up(p.cin, L), blocks = (g.count + kTileP - 1) / kTileP;
+  const int64_t channel_tiles = (p.cout + kC - 1) / kC;
+  const Split split(blocks, channel_tiles);  // a block split by channels transforms its inputs per part
+  at::parallel_for(0, blocks * split.parts, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<A> transformed, acc;  // [xi][tile][input | output channel], kept per thread
+    transformed.resize(std::max<size_t>(transformed.size(), 16 * kTileP * cin_pad));
+    acc.resize(16 * kTileP * kC);
+    const A* rows[16][kTileP];
+    for (int xi = 0; xi < 16; ++xi) {
+      for (int q = 0; q < kTileP; ++q) rows[xi][q] = transformed.data() + (xi * kTileP + q) * cin_pad;
+    }
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t first = task / split.parts * kTileP, part = task % split.parts;
+      for (int q = 0; q < kTileP; ++q) {
+        for (int64_t c = 0; c < cin_pad; c += L) {
+          g.transform_input(first + q, c, transformed.data() + q * cin_pad + c, kTileP * cin_pad);
+        }
+      }
+      const int64_t j0 = part * split.per_part * kC, j1 = std::min<int64_t>(p.cout, j0 + split.per_part * kC);
+      for (int64_t j = j0; j < j1; j += kC) {
+        for (int xi = 0; xi < 16; ++xi) {
+          A* m = acc.data() + xi * kTileP * kC;
+          std::fill(m, m + kTileP * kC, A(0));
+          const Segment<A> segment{p.cin, rows[xi], panel + int64_t{xi} * p.cin * p.ldb + j, p.ldb};
+          tile_gemm(&segment, 1, m, kC);
+        }
+        for (int64_t q = 0; q < std::min<int64_t>(kTileP, g.count - first); ++q) {
+          for (int64_t v = 0; v < kC && j + v < p.cout; v += L) {
+            g.write_output(first + q, j + v, acc.data() + q * kC + v, kTileP * kC);
+          }
+        }
+      }
+    }
+  });
+}
+
+// Large weights (low-resolution maps, few tiles): three passes, so each weight is read once:
+// every tile's input transform into V [xi][tile][cin]; then per element xi and output-channel tile
+// the GEMM M[xi] = V[xi] U[xi] over all tiles (one U slice in L1/L2 at a time); then every tile's
+// output transform from M [xi][tile][cout].
+template <typename T>
+void run_phased(const Tiles<T>& g) {
+  using A = acc_t<T>;
+  constexpr int L = kLanes<A>, kC = kTileC<A>;
+  const WinogradProblem& p = g.p;
+  const A* panel = static_cast<const A*>(p.panel);
+  const int64_t cin_pad = round_up(p.cin, L), cout_pad = round_up(p.cout, kC);
+  const int64_t tiles = round_up(g.count, kTileP), channel_tiles = cout_pad / kC;
+  // Kept per calling thread between calls: no allocation, no page faults on a hot path. (The tasks
+  // run on other threads, whose thread_locals are others: they get the buffers' addresses.)
+  thread_local std::vector<A> v_buffer, m_buffer;
+  v_buffer.resize(std::max<size_t>(v_buffer.size(), 16 * tiles * cin_pad));
+  m_buffer.resize(std::max<size_t>(m_buffer.size(), 16 * tiles * cout_pad));
+  A* const v = v_buffer.data();
+  A* const m = m_buffer.data();
+  at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      for (int64_t c = 0; c < cin_pad; c += L) g.transform_input(t, c, v + t * cin_pad + c, tiles * cin_pad);
+    }
+  });
+  at::parallel_for(0, 16 * channel_tiles, 1, [&](int64_t begin, int64_t end) {
+    const A* rows[kTileP];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t xi = task / channel_tiles, j = task % channel_tiles * kC;
+      const Segment<A> segment{p.cin, rows, panel + xi * p.cin * p.ldb + j, p.ldb};
+      for (int64_t first = 0; first < tiles; first += kTileP) {
+        for (int q = 0; q < kTileP; ++q) rows[q] = v + (xi * tiles + first + q) * cin_pad;
+        A* c = m + (xi * tiles + first) * cout_pad + j;
+        for (int q = 0; q < kTileP; ++q) std::fill(c + q * cout_pad, c + q * cout_pad + kC, A(0));
+        tile_gemm(&segment, 1, c, cout_pad);
+      }
+    }
+  });
+  at::parallel_for(0, g.count, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      for (int64_t j = 0; j < p.cout; j += L) g.write_output(t, j, m + t * cout_pad + j, tiles * cout_pad);
+    }
+  });
+}
+
+template <typename T>
+void run_winograd(const WinogradProblem& p) {
+  const Tiles<T> tiles(p);
+  const int64_t panel_bytes = 16 * int64_t{p.cin} * p.ldb * static_cast<int64_t>(sizeof(acc_t<T>));
+  if (panel_bytes > kFusedPanelBytes) {
+    run_phased(tiles);
+  } else {
+    run_fused(tiles);
+  }
+}
+
+at::Tensor winograd_conv_cpu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& panel,
+                             const at::Tensor& bias, const std::optional<at::Tensor>& residual, bool relu) {
+  TORCH_CHECK(x.dim() == 4, kOp, ": x must be (N, C, H, W), got ", x.sizes());
+  const DType dtype = dtype_of("cpp (CPU)", /*supports_float64=*/true, kOp, x);
+  const int64_t n = x.size(0), cin = x.size(1), h = x.size(2), w = x.size(3), cout = weight.size(0);
+  TORCH_CHECK(weight.sizes() == at::IntArrayRef({cout, cin, 3, 3}), kOp, ": weight must be (C_out, ", cin,
+              ", 3, 3), got ", weight.sizes());
+  TORCH_CHECK(bias.sizes() == at::IntArrayRef({cout}), kOp, ": bias must be (", cout, "), got ", bias.sizes());
+  const at::ScalarType acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const int64_t ldb = round_up(cout, 32);
+  TORCH_CHECK(panel.sizes() == at::IntArrayRef({16, cin, ldb}) && panel.scalar_type() == acc &&
+                  panel.is_contiguous() && panel.device() == x.device(),
+              kOp, ": panel must be a contiguous ", acc, " (16, ", cin, ", ", ldb,
+              ") tensor from winograd_panel(weight), got ", panel.scalar_type(), " ", panel.sizes());
+  for (const at::Tensor* t : {&weight, &bias}) {
+    TORCH_CHECK(t->scalar_type() == x.scalar_type() && t->device() == x.device(), kOp, ": weight and bias must be ",
+                x.scalar_type(), " on ", x.device(), ", got ", t->scalar_type(), " on ", t->device());
+  }
+  const at::MemoryFormat cl = at::MemoryFormat::ChannelsLast;
+  at::Tensor out = at::empty({n, cout, h, w}, x.options().memory_format(cl));
+  at::Tensor input = x.contiguous(cl), shortcut;
+  if (residual.has_value()) {
+    TORCH_CHECK(residual->sizes() == out.sizes() && residual->scalar_type() == x.scalar_type() &&
+                    residual->device() == x.device(),
+                kOp, ": residual must be ", x.scalar_type(), " ", out.sizes(), " on ", x.device(), ", got ",
+                residual->scalar_type(), " ", residual->sizes(), " on ", residual->device());
+    shortcut = residual->contiguous(cl);
+  }
+  if (out.numel() == 0) return out;
+  const at::Tensor bias_dense = bias.contiguous();
+  const WinogradProblem p{dtype,
+                          static_cast<int32_t>(n),
+                          static_cast<int32_t>(h),
+                          static_cast<int32_t>(w),
+                          static_cast<int32_t>(cin),
+                          static_cast<int32_t>(cout),
+                          relu,
+                          input.const_data_ptr(),
+                          panel.const_data_ptr(),
+                          ldb,
+                          bias_dense.const_data_ptr(),
+                          residual.has_value() ? shortcut.const_data_ptr() : nullptr,
+                          out.mutable_data_ptr()};
+  dispatch_dtype(dtype, [&](auto tag) { run_winograd<decltype(tag)>(p); });
+  return out;
+}
+
+}  // namespace
+}  // namespace hrnet_fast::cpu
+
+TORCH_LIBRARY_IMPL(hrnet_fast, CPU, m) { m.impl("winograd_conv_cpp", &hrnet_fast::cpu::winograd_conv_cpu); }

@@ -1,0 +1,120 @@
+"""``winograd_conv``: a 3x3 convolution (stride 1, padding 1) with its epilogue, by Winograd's
+F(2x2, 3x3) algorithm, for inference with BatchNorm folded into the weights.
+
+    out = act(conv2d(x, weight, stride=1, padding=1) + bias + residual)
+
+x: (N, C_in, H, W); weight: (C_out, C_in, 3, 3); bias: (C_out,); residual: None or (N, C_out, H, W);
+act is ReLU or the identity; out: (N, C_out, H, W), channels_last. ``panel`` is
+``winograd_panel(weight)``, the transformed weights the kernels read (the reference reads ``weight``).
+
+Per 2x2 output tile, with d the 4x4 input patch under it (zeros outside the map),
+
+    out_tile = A^T [ sum_ci U[:, :, ci, co] (.) (B^T d[ci] B) ] A,    U = G weight G^T,
+
+    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+    G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]],   A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]:
+
+16 multiplies per tile and channel pair where the direct conv does 36 (2.25x fewer), in the
+accumulation type (fp32, fp64 for float64; 16-bit inputs are widened), rounded once. The fp32 error
+is that of the direct conv or less (the transforms add and subtract, U is computed in float64).
+
+Inference only: the op has no gradient (its autograd formula raises). Kernels:
+``csrc/cpu/winograd_conv_kernel.cpp`` (C++, CPU); elsewhere the reference runs. Used by
+:class:`hrnet_fast.nn.FoldedConv` (``optimize()``) for the 3x3 stride-1 convs of HRNet's blocks on a
+CPU. Tests: ``tests/test_winograd_conv.py``. Benchmark: ``benchmarks/bench_ops.py``
+(``test_winograd_conv``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .checks import check_feature_maps
+from .registry import Autograd, OpSpec, define_op, kernel, resolve_backend
+
+SCHEMA = "(Tensor x, Tensor weight, Tensor panel, Tensor bias, Tensor? residual, bool relu) -> Tensor"
+PANEL_ALIGN = 32  # output channels of a panel row, padded with zeros to a multiple of this
+
+_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+
+
+def panel_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the transformed weights (the kernels' accumulation type) for maps of ``dtype``."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def winograd_panel(weight: Tensor) -> Tensor:
+    """The transformed weights of a (C_out, C_in, 3, 3) ``weight``: U = G weight G^T, computed in
+    float64 and rounded once, laid out (16, C_in, ldb) (element xi = 4 * row + column of the 4x4
+    tile, then input channel, then output channel padded with zeros to ldb, a multiple of 32) in
+    :func:`panel_dtype`."""
+    if weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
+        raise ValueError(f"winograd_panel: weight must be (C_out, C_in, 3, 3), got {tuple(weight.shape)}")
+    c_out, c_in = weight.shape[:2]
+    g = torch.tensor(_G, dtype=torch.float64, device=weight.device)
+    u = torch.einsum("ak,oikl,bl->abio", g, weight.detach().double(), g).reshape(16, c_in, c_out)
+    ldb = -(-c_out // PANEL_ALIGN) * PANEL_ALIGN
+    return F.pad(u, (0, ldb - c_out)).to(panel_dtype(weight.dtype)).contiguous()
+
+
+def winograd_conv_reference(
+    x: Tensor, weight: Tensor, panel: Tensor, bias: Tensor, residual: Tensor | None, relu: bool
+) -> Tensor:
+    """The direct composition (``panel`` unused), channels_last like the kernels' output."""
+    out = F.conv2d(x, weight, bias, 1, 1)
+    if residual is not None:
+        out = out + residual
+    out = torch.relu(out) if relu else out
+    return out.contiguous(memory_format=torch.channels_last)
+
+
+def _fake(x, weight, panel, bias, residual, relu):
+    n, _, h, w = x.shape
+    return x.new_empty((n, weight.shape[0], h, w)).contiguous(memory_format=torch.channels_last)
+
+
+def _no_backward(ops, ctx, grad):
+    raise RuntimeError("winograd_conv is inference-only and has no gradient; train with nn.Conv2d")
+
+
+define_op(OpSpec("winograd_conv", SCHEMA, winograd_conv_reference, _fake, Autograd(_no_backward)))
+
+
+def check_winograd_conv(x: Tensor, weight: Tensor, panel: Tensor, bias: Tensor, residual: Tensor | None) -> None:
+    """One-line errors for operands the op cannot take (shapes, dtypes, devices)."""
+    check_feature_maps("winograd_conv", [("x", x)] + ([("residual", residual)] if residual is not None else []))
+    n, c_in, h, w = x.shape
+    c_out = weight.shape[0] if weight.dim() == 4 else -1
+    expected = [
+        ("weight", weight, (c_out, c_in, 3, 3), x.dtype),
+        ("bias", bias, (c_out,), x.dtype),
+        ("panel", panel, (16, c_in, -(-c_out // PANEL_ALIGN) * PANEL_ALIGN), panel_dtype(x.dtype)),
+    ]
+    if residual is not None:
+        expected.append(("residual", residual, (n, c_out, h, w), x.dtype))
+    for name, t, shape, dtype in expected:
+        if not isinstance(t, Tensor) or tuple(t.shape) != shape:
+            got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"winograd_conv: {name} must have shape {shape}, got {got}")
+        if t.dtype != dtype or t.device != x.device:
+            raise TypeError(f"winograd_conv: {name} must be {dtype} on {x.device}, got {t.dtype} on {t.device}")
+
+
+def winograd_conv(
+    x: Tensor,
+    weight: Tensor,
+    panel: Tensor,
+    bias: Tensor,
+    *,
+    residual: Tensor | None = None,
+    relu: bool = True,
+    backend: str | None = None,
+) -> Tensor:
+    """``act(conv2d(x, weight, padding=1) + bias + residual)`` (see the module docstring), with
+    ``panel = winograd_panel(weight)``; ``backend`` overrides the global choice. Backends without a
+    kernel for these inputs run :func:`winograd_conv_reference`."""
+    check_winograd_conv(x, weight, panel, bias, residual)
+    run = kernel("winograd_conv", resolve_backend(backend, x.device), x)
+    return run(x, weight, panel, bias, residual, relu)
