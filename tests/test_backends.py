@@ -85,3 +85,61 @@ def test_a_backend_is_probed_before_its_kernel_table_is_read(monkeypatch):
         assert registry.kernel("upsample_sum", "reference", like) is registry.op_specs()["upsample_sum"].reference
     finally:
         registry.clear_probes()
+
+
+@pytest.mark.skipif("cpp" not in hrnet_fast.available_backends("cpu"), reason="needs the cpp backend")
+def test_a_change_of_the_environment_applies_to_the_next_call(monkeypatch):
+    from hrnet_fast.nn import folded_fusion
+
+    calls = []
+    real = folded_fusion.fusion_branch
+    monkeypatch.setattr(folded_fusion, "fusion_branch", lambda *a, **k: calls.append(k["backend"]) or real(*a, **k))
+    fuse = MultiResolutionFusion((4, 8)).eval()
+    xs = [torch.randn(1, 4, 6, 6), torch.randn(1, 8, 3, 3)]
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        for value, want, level2 in [
+            ("reference", "reference", []),
+            (" CPP ", "cpp", ["cpp"] * 2),
+            ("reference", "reference", []),
+            ("", resolve_backend(None, cpu), None),
+            ("cpp", "cpp", ["cpp"] * 2),
+        ]:
+            monkeypatch.setenv(registry.ENV_VAR, value)
+            calls.clear()
+            assert resolve_backend(None, cpu) == want
+            fuse(xs)
+            assert level2 is None or calls == level2, value
+        for _ in range(2):  # an unknown name is refused on every call, not only the first
+            monkeypatch.setenv(registry.ENV_VAR, "fast")
+            with pytest.raises(ValueError, match=r"unknown backend 'fast' from \$HRNET_FAST_BACKEND"):
+                fuse(xs)
+        monkeypatch.delenv(registry.ENV_VAR)
+        assert hrnet_fast.get_backend() == "auto"
+
+
+def _onnx_flags():
+    """(object, attribute) of each flag torch.onnx.is_in_onnx_export() reads in this torch."""
+    try:
+        from torch.onnx._internal.exporter import _flags
+        from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+    except ImportError:
+        return []
+    return [(GLOBALS, "in_onnx_export"), (_flags, "_is_onnx_exporting")]
+
+
+@pytest.mark.parametrize("flag", range(2), ids=["torchscript-exporter", "dynamo-exporter"])
+def test_either_onnx_export_flag_forces_the_reference_ops(monkeypatch, flag):
+    flags = _onnx_flags()
+    if not flags:
+        pytest.skip("this torch keeps its ONNX export flags elsewhere")
+    cpu = torch.device("cpu")
+    assert not registry.exporting() and not torch.onnx.is_in_onnx_export()
+    wanted = resolve_backend("cpp" if "cpp" in hrnet_fast.available_backends("cpu") else None, cpu)
+    with monkeypatch.context() as patch:
+        patch.setattr(*flags[flag], True)
+        assert torch.onnx.is_in_onnx_export()
+        assert registry.exporting()
+        assert resolve_backend(wanted, cpu) == resolve_backend(None, cpu) == "reference"
+    assert not registry.exporting()
+    assert resolve_backend(wanted, cpu) == wanted

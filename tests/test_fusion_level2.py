@@ -199,3 +199,102 @@ def test_hrnet_w32_pose_matches_the_reference_model(backend, device):
         out, want = model(x), ref(x)
     assert out.shape == (1, 17, 16, 12)
     torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
+def _matches_reference(fuse, xs, dtype=torch.float32):
+    outs, refs = fuse(xs), _reference(fuse, dtype)(xs)
+    for out, ref in zip(outs, refs, strict=True):
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    return outs
+
+
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
+def test_folded_weights_follow_replaced_submodules_parameters_and_storage(backend, device, level2_calls):
+    fuse = _fusion(backend, device)
+    xs = _branches(device)
+    with torch.no_grad():
+        before = _matches_reference(fuse, xs)  # folds and caches
+        fuse[3][1] = _randomize_bn(copy.deepcopy(fuse[3][1]))  # a replaced submodule (chain 1 -> 3)
+        after = _matches_reference(fuse, xs)
+        assert not torch.allclose(after[3], before[3]) and torch.equal(after[0], before[0])
+        conv = fuse[0][2][0]
+        conv.weight = nn.Parameter(torch.randn_like(conv.weight))  # a replaced parameter
+        _matches_reference(fuse, xs)
+        fuse[1][0][0][1].running_mean.data = torch.randn_like(fuse[1][0][0][1].running_mean)  # new storage
+        _matches_reference(fuse, xs)
+        fuse.load_state_dict(_randomize_bn(copy.deepcopy(fuse)).state_dict(), assign=True)  # new tensors
+        _matches_reference(fuse, xs)
+    assert level2_calls == [backend] * 4 * 5
+
+
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
+def test_an_unchanged_module_folds_once_per_dtype(backend, device, monkeypatch):
+    folds = []
+    real = folded_fusion._fold_branches
+    monkeypatch.setattr(folded_fusion, "_fold_branches", lambda *args: folds.append(args[1]) or real(*args))
+    fuse = _fusion(backend, device)
+    xs = _branches(device)
+    with torch.no_grad():
+        for _ in range(3):
+            fuse(xs)
+        assert folds == [torch.float32]
+        fuse(xs)
+        fuse[0][3][1].bias.add_(1)  # in place: the version counter moves
+        _matches_reference(fuse, xs)
+        assert folds == [torch.float32] * 2
+        half = fuse.half()
+        half([x.half() for x in xs])
+        half([x.half() for x in xs])
+        assert folds == [torch.float32] * 2 + [torch.float16]
+
+
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
+def test_a_batchnorm_that_stops_folding_sends_the_module_back_to_level1(backend, device, caplog, level2_calls):
+    fuse = _fusion(backend, device)
+    xs = _branches(device)
+    with torch.no_grad():
+        fuse(xs)
+        assert level2_calls == [backend] * 4
+        bn = fuse[2][3][1]
+        bn.running_mean, bn.running_var = None, None  # batch statistics from now on, even in eval mode
+        with caplog.at_level("DEBUG", logger="hrnet_fast.nn.folded_fusion"):
+            _matches_reference(fuse, xs)
+    assert level2_calls == [backend] * 4
+    assert "cannot be folded" in caplog.text
+
+
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
+def test_inference_tensor_parameters_refold_on_every_call(backend, device, level2_calls):
+    with torch.inference_mode():
+        fuse = _fusion(backend, device)
+        xs = _branches(device)
+        assert fuse[1][0][0][0].weight.is_inference()
+        before = _matches_reference(fuse, xs)
+        fuse[1][0][0][0].weight.mul_(-2)  # inference tensors count no versions
+        after = _matches_reference(fuse, xs)
+    assert not torch.allclose(after[1], before[1])
+    assert level2_calls == [backend] * 8
+
+
+@pytest.mark.parametrize(("backend", "device"), [p for p in BACKENDS if p.id == "cpp-cpu"])
+def test_optimized_engine_refolds_its_fusion_paths_after_in_place_updates(backend, device, level2_calls):
+    from hrnet_fast import optimize
+
+    torch.manual_seed(0)
+    model = _randomize_bn(HRNet("w18_small_v1", head="pose", backend=backend)).eval()
+    engine = optimize(model)
+    ref = copy.deepcopy(engine)  # before any call: prepacked weights do not copy
+    ref.model.backend = "reference"
+    x = torch.randn(1, 3, 64, 48)
+    before = engine(x)
+    torch.testing.assert_close(before, ref(x), rtol=1e-5, atol=1e-5 * before.abs().max().item())
+    assert level2_calls
+    for e in (engine, ref):
+        fuse = next(m for m in e.modules() if isinstance(m, MultiResolutionFusion) and len(m.channels) == 3)
+        with torch.no_grad():
+            fuse[2][0][1][0].weight.mul_(3)  # the last step of the 0 -> 2 chain: a folded down_weight
+            fuse[0][1][0].bias.add_(1)  # a projection: the folded bias
+            fuse[2][0][0][0].weight.mul_(0.5)  # the first step of the 0 -> 2 chain: the FoldedConv itself
+    after, want = engine(x), ref(x)
+    assert not torch.allclose(after, before, atol=1e-3)
+    torch.testing.assert_close(after, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())

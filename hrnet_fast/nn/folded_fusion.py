@@ -12,14 +12,22 @@ W' = W * s and b' = beta - mean * s:
 
 Folded weights are cached per module, device and dtype and refolded whenever any parameter or
 buffer of the module changes (its ``_version``, storage, device or dtype: load_state_dict, .to(),
-in-place updates). In-place writes through ``.data`` bypass the version counter; call
-:func:`clear_folded` after those. Under ``torch.compile`` the folding is traced into the graph
-instead (a handful of tiny fused kernels, or constants with freezing).
+in-place updates) or a submodule, parameter or buffer is replaced, added or removed. In-place
+writes through ``.data`` bypass the version counter; call :func:`clear_folded` after those. Under
+``torch.compile`` the folding is traced into the graph instead (a handful of tiny fused kernels, or
+constants with freezing).
+
+What a forward reads of the module's tree (its tensors, BatchNorms and chain steps) comes from a
+:class:`_Tree` snapshot, checked on each call against the ids in the tree's ``_modules``,
+``_parameters`` and ``_buffers`` dicts (a few C-level passes) instead of walking
+``parameters()``/``buffers()``/``modules()``.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import operator
 import weakref
 from dataclasses import dataclass
 
@@ -45,7 +53,52 @@ class FoldedBranch:
     bias: Tensor  # (C_i,)
 
 
-_CACHE: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
+class _Tree:
+    """A snapshot of one fusion module's tree, and the folded weights cached for it.
+
+    ``dicts``: every module's ``_modules``, ``_parameters`` and ``_buffers``, whose values' ids, in
+    order, make ``layout``; the snapshot holds every value (``modules``, ``tensors``), so no id is
+    reused while it lives (the fusion module itself only weakly, through ``_CACHE``).
+    ``folded``: (dtype, device) -> (key of the tensors, folded branches); ``firsts``: per output
+    branch i and j < i, the first module of each earlier step of the downsample chain j -> i.
+    """
+
+    __slots__ = ("dicts", "firsts", "folded", "layout", "modules", "no_stats", "norms", "params", "tensors")
+
+    def __init__(self, fusion: nn.ModuleList):
+        modules = list(fusion.modules())
+        self.dicts = [d for m in modules for d in (m._modules, m._parameters, m._buffers)]
+        self.layout = _layout(self.dicts)
+        self.modules = modules[1:]  # not the fusion module itself: the cache holds that weakly
+        self.params = list(fusion.parameters())
+        self.tensors = [*self.params, *fusion.buffers()]
+        self.norms = [m for m in modules if isinstance(m, nn.BatchNorm2d)]
+        self.no_stats = any(m.running_var is None for m in self.norms)  # a buffer slot: in the layout
+        self.folded: dict[tuple, tuple] = {}
+        self.firsts: list[list[tuple[nn.Module, ...]]] | None = None
+
+
+_CACHE: weakref.WeakKeyDictionary[nn.Module, _Tree] = weakref.WeakKeyDictionary()
+_chain = itertools.chain.from_iterable
+_META = operator.attrgetter("_version", "device", "dtype")
+
+
+def _layout(dicts: list[dict]) -> tuple[int, ...]:
+    return tuple(map(id, _chain(map(dict.values, dicts))))
+
+
+def _tree(fusion: nn.ModuleList) -> _Tree:
+    """The module's snapshot, made afresh when a submodule, parameter or buffer was replaced, added
+    or removed since the last one. Not used while compiling, where the plain walks trace as before."""
+    tree = _CACHE.get(fusion)
+    if tree is None or tree.layout != _layout(tree.dicts):
+        tree = _CACHE[fusion] = _Tree(fusion)
+    return tree
+
+
+def _key(tensors: list[Tensor]) -> tuple:
+    """What changes when a tensor's values may have: its version, storage, device or dtype."""
+    return tuple(map(_META, tensors)), tuple(map(Tensor.data_ptr, tensors))
 
 
 def _fold(step: nn.Sequential) -> tuple[Tensor, Tensor]:
@@ -82,14 +135,17 @@ def folded_branches(fusion: nn.ModuleList, dtype: torch.dtype, device: torch.dev
     """The module's folded parameters for maps of ``dtype``, from the cache while they are current."""
     if torch.compiler.is_compiling():
         return _fold_branches(fusion, dtype)
-    tensors = [*fusion.parameters(), *fusion.buffers()]
-    if any(t.is_inference() for t in tensors):  # no version counter to key a cache on
+    return _cached_branches(fusion, _tree(fusion), dtype, device)
+
+
+def _cached_branches(fusion: nn.ModuleList, tree: _Tree, dtype: torch.dtype, device: torch.device):
+    tensors = tree.tensors
+    if any(map(Tensor.is_inference, tensors)):  # no version counter to key a cache on
         return _fold_branches(fusion, dtype)
-    key = tuple((t._version, t.data_ptr(), t.device, t.dtype) for t in tensors)
-    per_module = _CACHE.setdefault(fusion, {})
-    hit = per_module.get((dtype, device))
+    key = _key(tensors)
+    hit = tree.folded.get((dtype, device))
     if hit is None or hit[0] != key:
-        hit = per_module[(dtype, device)] = (key, _fold_branches(fusion, dtype))
+        hit = tree.folded[(dtype, device)] = (key, _fold_branches(fusion, dtype))
     return hit[1]
 
 
@@ -114,22 +170,30 @@ def _level1_reason(fusion: nn.ModuleList, xs, backend: str) -> str | None:
     reason = unsupported_reason("fusion_branch", backend, xs[0])
     if reason is not None:
         return reason
-    if torch.is_grad_enabled() and (
-        any(x.requires_grad for x in xs) or any(p.requires_grad for p in fusion.parameters())
-    ):
+    if torch.compiler.is_compiling():
+        params = list(fusion.parameters())
+        norms = [m for m in fusion.modules() if isinstance(m, nn.BatchNorm2d)]
+        no_stats = any(m.running_var is None for m in norms)
+    else:
+        tree = _tree(fusion)
+        params, norms, no_stats = tree.params, tree.norms, tree.no_stats
+    if torch.is_grad_enabled() and (any(x.requires_grad for x in xs) or any(p.requires_grad for p in params)):
         return "gradients are needed (level 2 runs under torch.no_grad() or torch.inference_mode())"
-    for m in fusion.modules():
-        if isinstance(m, nn.BatchNorm2d) and (m.running_var is None or not m.affine):
-            return "a BatchNorm without running statistics or affine parameters cannot be folded"
+    if no_stats or not all(m.affine for m in norms):
+        return "a BatchNorm without running statistics or affine parameters cannot be folded"
     return None
 
 
-def _chain_start(fusion: nn.ModuleList, i: int, j: int, steps, x: Tensor) -> Tensor:
-    """The earlier steps of the downsample chain j -> i (each conv + bias + ReLU): the module's own
+def _firsts(fusion: nn.ModuleList) -> list[list[tuple[nn.Module, ...]]]:
+    return [[tuple(step[0] for step in list(row[j])[:-1]) for j in range(i)] for i, row in enumerate(fusion)]
+
+
+def _chain_start(firsts: tuple[nn.Module, ...], steps, x: Tensor) -> Tensor:
+    """The earlier steps of a downsample chain (each conv + bias + ReLU): the module's own
     FoldedConv where :func:`hrnet_fast.optimize` folded it (one fused library call, its weights
-    prepacked on a CPU), else a conv with the cached folded weights."""
-    for k, (w, b) in enumerate(steps):
-        step = fusion[i][j][k][0]
+    prepacked on a CPU), else a conv with the cached folded weights. ``firsts``: the first module
+    of each of those steps."""
+    for step, (w, b) in zip(firsts, steps, strict=True):
         if isinstance(step, FoldedConv) and step.weight.dtype == x.dtype:
             x = step(x)
         else:
@@ -140,9 +204,18 @@ def _chain_start(fusion: nn.ModuleList, i: int, j: int, steps, x: Tensor) -> Ten
 def folded_forward(fusion: nn.ModuleList, xs, backend: str) -> list[Tensor]:
     """The fusion step with folded BN, one fused ``fusion_branch`` launch per output branch."""
     n = len(xs)
+    dtype, device = xs[0].dtype, xs[0].device
+    if torch.compiler.is_compiling():
+        branches, firsts = _fold_branches(fusion, dtype), _firsts(fusion)
+    else:
+        tree = _tree(fusion)
+        branches = _cached_branches(fusion, tree, dtype, device)
+        if tree.firsts is None:
+            tree.firsts = _firsts(fusion)
+        firsts = tree.firsts
     outs = []
-    for i, folded in enumerate(folded_branches(fusion, xs[0].dtype, xs[0].device)):
-        down = [_chain_start(fusion, i, j, steps, xs[j]) for j, steps in enumerate(folded.down_steps)]
+    for i, folded in enumerate(branches):
+        down = [_chain_start(firsts[i][j], steps, xs[j]) for j, steps in enumerate(folded.down_steps)]
         outs.append(
             fusion_branch(
                 xs[i],

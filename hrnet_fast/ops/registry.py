@@ -295,18 +295,59 @@ def set_backend(name: str | None) -> None:
     _selected = validate_backend(name, "set_backend()")
 
 
+_ENV_KEYS: dict[str, str] = {}  # each $HRNET_FAST_BACKEND value seen that names a backend -> its key
+
+
 def get_backend() -> str:
-    """The global selection: set_backend()'s, else ``$HRNET_FAST_BACKEND``, else ``"auto"``."""
+    """The global selection: set_backend()'s, else ``$HRNET_FAST_BACKEND``, else ``"auto"``.
+
+    The environment is read on every call (a change applies to the next call); each value is checked
+    once."""
     if _selected is not None:
         return _selected
-    env = os.environ.get(ENV_VAR, "").strip()
-    return _check_name(env, f"${ENV_VAR}") if env else AUTO
+    raw = os.environ.get(ENV_VAR)
+    if not raw:
+        return AUTO
+    key = _ENV_KEYS.get(raw)
+    if key is None:
+        env = raw.strip()
+        key = _ENV_KEYS[raw] = _check_name(env, f"${ENV_VAR}") if env else AUTO  # unknown names raise
+    return key
+
+
+# torch.onnx.is_in_onnx_export() imports two modules on every call, which was most of what choosing
+# an op call's backend cost (once per convolution of a forward). Where that function reads exactly
+# these names (checked once, at import), exporting() reads its two flags directly; with any other
+# torch it keeps calling the function.
+_ONNX_CHECK_NAMES = (
+    "torch.onnx._internal.exporter",
+    "_flags",
+    "torch.onnx._internal.torchscript_exporter._globals",
+    "GLOBALS",
+    "in_onnx_export",
+    "_is_onnx_exporting",
+)
+
+
+def _onnx_export_check() -> Callable[[], bool]:
+    public = torch.onnx.is_in_onnx_export
+    if getattr(getattr(public, "__code__", None), "co_names", None) != _ONNX_CHECK_NAMES:
+        return public
+    try:
+        from torch.onnx._internal.exporter import _flags
+        from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+    except ImportError:
+        return public
+    return lambda: GLOBALS.in_onnx_export or _flags._is_onnx_exporting
+
+
+_in_onnx_export = _onnx_export_check()
 
 
 def exporting() -> bool:
     """True while ONNX export, TorchScript tracing or torch.export records the model: exported
     graphs hold only standard ops, so every op then runs its reference composition."""
-    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting()
+    return _in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 
 @torch.compiler.assume_constant_result
