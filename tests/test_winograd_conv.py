@@ -139,10 +139,11 @@ def _folded_conv(c_in=16, c_out=24, kernel=3, stride=1):
 
 def test_folded_conv_runs_winograd_for_3x3_stride_1_fp32_on_cpp_only():
     conv = _folded_conv()
-    x = fresh((2, 16, 9, 7), fmt=torch.channels_last)
+    x = fresh((2, 16, 16, 8), fmt=torch.channels_last)
     assert conv.winograd_kernel(x) is not None
     assert conv.winograd_kernel(x.bfloat16()) is None  # bf16 stays on oneDNN's direct conv
-    assert conv.winograd_kernel(fresh((1, 16, 7, 9), fmt=torch.channels_last)) is None  # 63 pixels: weight-bound
+    assert conv.winograd_kernel(fresh((2, 16, 11, 11), fmt=torch.channels_last)) is None  # 242 pixels: weight-bound
+    assert _folded_conv(c_in=32, c_out=16).winograd_kernel(fresh((2, 32, 16, 8))) is None  # narrowing
     assert _folded_conv(stride=2).winograd_kernel(x) is None and _folded_conv(kernel=1).winograd_kernel(x) is None
     conv.backend = "reference"
     assert conv.winograd_kernel(x) is None
@@ -150,7 +151,7 @@ def test_folded_conv_runs_winograd_for_3x3_stride_1_fp32_on_cpp_only():
 
 def test_folded_conv_remakes_the_transformed_weights_when_the_weight_changes():
     conv = _folded_conv()
-    x, r = fresh((1, 16, 6, 5), fmt=torch.channels_last), fresh((1, 24, 6, 5))
+    x, r = fresh((1, 16, 16, 16), fmt=torch.channels_last), fresh((1, 24, 16, 16))
     with torch.no_grad():
         before = conv(x, r)
         conv.weight.mul_(-1)  # in place: a new version of the same storage
@@ -163,7 +164,7 @@ def test_folded_conv_remakes_the_transformed_weights_when_the_weight_changes():
 def test_optimize_fp32_on_cpp_matches_the_model_and_runs_winograd():
     torch.manual_seed(0)
     model = HRNet("w18_small_v1", head="pose").eval()
-    x = fresh((1, 3, 64, 48))
+    x = fresh((1, 3, 128, 96))
     engine = optimize(model, backend="cpp")
     with torch.profiler.profile() as prof:
         out = engine(x)

@@ -25,10 +25,10 @@ MAX_PACKED_SHAPES = 4  # prepacked copies kept per conv (one per input shape see
 # Map dtypes whose 3x3 stride-1 convs run winograd_conv (faster than oneDNN's direct conv on a CPU,
 # benchmarks/RESULTS.md); bf16 stays direct: the kernel computes 16-bit maps in fp32.
 WINOGRAD_DTYPES = (torch.float32,)
-# Fewer output pixels (N * H * W) than this and the conv is bound by reading its weights, which
-# Winograd's transformed weights make 16/9 larger: oneDNN's direct conv runs instead (measured on a
-# 2-core AMD EPYC: 256 channels at 8x6 batch 1 0.9x, batch 2 1.2x).
-WINOGRAD_MIN_PIXELS = 64
+# Fewer output pixels (N * H * W) than this and a conv is bound by reading its weights from memory,
+# which Winograd's transformed weights make 16/9 larger: oneDNN's direct conv runs instead (measured
+# inside the W32 pose forward on a 2-core AMD EPYC: 128 channels at 16x12, batch 1, 0.9x).
+WINOGRAD_MIN_PIXELS = 256
 
 
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[Tensor, Tensor]:
@@ -77,10 +77,12 @@ class FoldedConv(nn.Module):
 
     def winograd_kernel(self, x: Tensor):
         """The ``winograd_conv`` kernel to run this conv on ``x`` with, or None where it does not
-        apply (not a 3x3 stride-1 conv, a dtype outside WINOGRAD_DTYPES, not a CPU, a map smaller
-        than WINOGRAD_MIN_PIXELS, compiling or exporting, or a backend without the kernel)."""
+        apply (not a 3x3 stride-1 conv with at least as many output channels as input channels, a
+        dtype outside WINOGRAD_DTYPES, not a CPU, fewer output pixels than WINOGRAD_MIN_PIXELS,
+        compiling or exporting, or a backend without the kernel)."""
         if (
             self.weight.shape[-1] != 3
+            or self.weight.shape[0] < self.weight.shape[1]  # narrowing (256 -> 32): input transforms cost more
             or self.stride != 1
             or self.padding != 1
             or x.dtype not in WINOGRAD_DTYPES

@@ -198,6 +198,7 @@ def register_backend(backend: Backend) -> Backend:
     if backend.name in _BACKENDS or backend.name == AUTO:
         raise ValueError(f"backend name {backend.name!r} is taken")
     _BACKENDS[backend.name] = backend
+    _AUTO_CHOICE.clear()
     return backend
 
 
@@ -219,6 +220,7 @@ def _check_name(name: str, source: str) -> str:
 # workers), and a probe defines the backend's custom ops, which must happen once.
 _PROBING = threading.RLock()
 _REASONS: dict[str, str | None] = {}  # per probed backend: None (available) or why not
+_AUTO_CHOICE: dict[str, str] = {}  # per device type, what auto picks (from the probes: cleared with them)
 
 
 def unavailable_reason(name: str) -> str | None:
@@ -238,6 +240,7 @@ def clear_probes() -> None:
     """Forget every probe's result, so the next use probes afresh (for tests that change a backend)."""
     with _PROBING:
         _REASONS.clear()
+        _AUTO_CHOICE.clear()
 
 
 def _probe(name: str) -> str | None:
@@ -368,10 +371,14 @@ def resolve_backend(name: str | None, device: torch.device) -> str:
     """
     key = requested_backend(name)
     if key == AUTO:
-        ranked = sorted(
-            (b for b in _BACKENDS.values() if device.type in b.auto_rank), key=lambda b: b.auto_rank[device.type]
-        )
-        return next((b.name for b in ranked if _device_problem(b.name, device.type) is None), REFERENCE)
+        choice = _AUTO_CHOICE.get(device.type)
+        if choice is None:
+            ranked = sorted(
+                (b for b in _BACKENDS.values() if device.type in b.auto_rank), key=lambda b: b.auto_rank[device.type]
+            )
+            choice = next((b.name for b in ranked if _device_problem(b.name, device.type) is None), REFERENCE)
+            _AUTO_CHOICE[device.type] = choice
+        return choice
     _require_available(key)
     problem = _BACKENDS[key].device_problem(device.type)
     if problem is not None:
