@@ -33,3 +33,13 @@ def _default_backend(monkeypatch):
     hrnet_fast.set_backend(None)
     yield
     hrnet_fast.set_backend(None)
+
+
+@pytest.fixture
+def poisoned_outputs():
+    """Every tensor torch allocates uninitialised (the ops' outputs too) starts as NaN, so an element a
+    kernel forgets to write shows (``pytestmark = pytest.mark.usefixtures("poisoned_outputs")``)."""
+    was, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    yield
+    torch.use_deterministic_algorithms(was, warn_only=warn_only)

@@ -19,6 +19,8 @@ from hrnet_fast.ops import upsample_concat_op as concat_mod
 from hrnet_fast.ops import upsample_sum_op as sum_mod
 from hrnet_fast.testing import assert_matches
 
+pytestmark = pytest.mark.usefixtures("poisoned_outputs")
+
 
 @pytest.fixture(scope="session")
 def emulated_ops():
@@ -55,18 +57,6 @@ def target(request):
         return Target(request.param, request.getfixturevalue("emulated_ops"), "cpu")
     assert hrnet_fast.backend_status()["cpp"] is None
     return Target(request.param, registry.OpLibrary("hrnet_fast", "cpp"), request.param)
-
-
-@pytest.fixture(autouse=True)
-def poisoned_outputs():
-    """Every tensor torch allocates uninitialised (the ops' outputs too) starts as NaN."""
-    was, warn_only = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-    )
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    yield
-    torch.use_deterministic_algorithms(was, warn_only=warn_only)
 
 
 def test_poisoning_is_on():

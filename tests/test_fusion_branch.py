@@ -28,6 +28,8 @@ from hrnet_fast.ops import fusion_branch, fusion_branch_reference
 from hrnet_fast.ops.registry import OpLibrary
 from hrnet_fast.testing import assert_matches
 
+pytestmark = pytest.mark.usefixtures("poisoned_outputs")
+
 MODES = [("nearest", False), ("bilinear", False), ("bilinear", True)]
 # base shape, down-path input shapes (stride-2 convs onto base), low-path shapes; channels off 16
 CASES = {
@@ -70,15 +72,6 @@ TARGETS = [
     _target("cpp", "cuda", "cpp", GPU_DTYPES, pytest.mark.cuda),
     _target("cpp-emulated", "cpu", None, GPU_DTYPES),  # the cpp backend's CUDA kernel, on the host
 ]
-
-
-@pytest.fixture(autouse=True)
-def poisoned_outputs():
-    """Every tensor torch allocates uninitialised (the ops' outputs too) starts as NaN."""
-    was, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    yield
-    torch.use_deterministic_algorithms(was, warn_only=warn_only)
 
 
 def _inputs(case, dtype, device, fmt):

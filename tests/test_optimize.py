@@ -43,6 +43,23 @@ def test_optimized_model_matches_the_reference_in_fp32(head):
         torch.testing.assert_close(o, r, rtol=1e-5, atol=1e-5 * r.abs().max().item())
 
 
+def test_outputs_are_ordinary_tensors_even_though_the_forward_runs_in_inference_mode():
+    """The engine runs in inference mode (no autograd dispatch per op); what it returns can still be
+    changed in place and used with autograd, as a plain forward's output; inside the caller's own
+    inference mode it returns inference tensors, with no copy."""
+    engine = optimize(trained_like(HRNet("w18_small_v1", head="pose")))
+    x = torch.randn(1, 3, 64, 48)
+    out = engine(x)
+    assert not out.is_inference()
+    with torch.inference_mode():
+        inner = engine(x)
+    assert inner.is_inference()
+    torch.testing.assert_close(inner, out)
+    expected = 2 * out
+    out.mul_(2)  # an inference tensor would refuse an in-place update out here
+    torch.testing.assert_close(out, expected)
+
+
 @pytest.mark.parametrize("backend", available_backends("cpu"))
 def test_optimized_model_matches_on_every_backend(backend):
     """With folded fusion paths too (triton runs them through its level-2 kernel)."""

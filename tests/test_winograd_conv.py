@@ -19,20 +19,13 @@ from hrnet_fast.ops import winograd_conv, winograd_conv_reference, winograd_pane
 from hrnet_fast.ops.registry import OpLibrary
 from hrnet_fast.testing import assert_matches
 
+pytestmark = pytest.mark.usefixtures("poisoned_outputs")
+
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 # (batch, C_in, H, W, C_out): odd sizes (half tiles at the bottom and right), channels that fill no
 # vector (5, 20, 130) or tile (50, 40), one pixel, more tiles than a block of 12 across samples, and
 # transformed weights over 300 KB (130 x 64 in fp32: the kernel's three-pass schedule).
 SHAPES = [(2, 20, 13, 9, 50), (1, 5, 1, 1, 3), (3, 32, 8, 6, 64), (1, 16, 7, 30, 32), (2, 130, 5, 7, 40)]
-
-
-@pytest.fixture(autouse=True)
-def poisoned_outputs():
-    """Every tensor torch allocates uninitialised (the op's output too) starts as NaN."""
-    was, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    yield
-    torch.use_deterministic_algorithms(was, warn_only=warn_only)
 
 
 def _op():

@@ -147,10 +147,20 @@ class OptimizedHRNet(nn.Module):
         x = x.to(dtype=self.dtype, memory_format=self.memory_format)
         if self.cuda_graph and x.is_cuda and not torch.compiler.is_compiling():
             return self.graphs(x)
+        tracing = torch.compiler.is_compiling() or exporting()
+        if tracing or torch.is_inference_mode_enabled():
+            return self._forward(x, tracing)
+        # Inference mode skips autograd's dispatch (and the custom ops' Python autograd wrappers) on
+        # each of the forward's ~300 calls; the outputs leave it as ordinary tensors (one copy).
+        with torch.inference_mode():
+            out = self._forward(x, tracing)
+        return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
+
+    def _forward(self, x: Tensor, tracing: bool):
         with torch.no_grad():
             workers = None
-            if x.device.type == "cpu" and x.shape[0] > 1 and self.cpu_workers:
-                workers = None if torch.compiler.is_compiling() or exporting() else cpu_workers()
+            if x.device.type == "cpu" and x.shape[0] > 1 and self.cpu_workers and not tracing:
+                workers = cpu_workers()
             return self.model(x) if workers is None else self._forward_on_workers(x, workers)
 
     def _forward_on_workers(self, x: Tensor, workers: CpuWorkers):
