@@ -67,11 +67,17 @@ struct Tiles {
   using V = Vec<A>;
   static constexpr int L = kLanes<A>;
   const WinogradProblem& p;
-  int64_t th, tw, count;
-  std::vector<A> bias;  // padded with zeros to a whole register tile
+  const A* panel;  // U, [16][cin][ldb]
+  int64_t th, tw, count, cin_pad;  // cin_pad: input channels rounded up to whole vectors
+  std::vector<A> bias;             // padded with zeros to a whole register tile
 
   explicit Tiles(const WinogradProblem& problem)
-      : p(problem), th((problem.h + 1) / 2), tw((problem.w + 1) / 2), count(problem.n * th * tw) {
+      : p(problem),
+        panel(static_cast<const A*>(problem.panel)),
+        th((problem.h + 1) / 2),
+        tw((problem.w + 1) / 2),
+        count(problem.n * th * tw),
+        cin_pad(round_up(problem.cin, L)) {
     bias.assign(round_up(p.cout, kTileC<A>), A(0));
     for (int32_t j = 0; j < p.cout; ++j) bias[j] = to_acc(static_cast<const T*>(p.bias)[j]);
   }
@@ -150,9 +156,7 @@ void run_fused(const Tiles<T>& g) {
   using A = acc_t<T>;
   constexpr int L = kLanes<A>, kC = kTileC<A>;
   const WinogradProblem& p = g.p;
-  const A* panel = static_cast<const A*>(p.panel);
-  const int64_t cin_pad = round_up(p.cin, L), blocks = (g.count + kTileP - 1) / kTileP;
-  const int64_t channel_tiles = (p.cout + kC - 1) / kC;
+  const int64_t cin_pad = g.cin_pad, blocks = (g.count + kTileP - 1) / kTileP, channel_tiles = (p.cout + kC - 1) / kC;
   const Split split(blocks, channel_tiles);  // a block split by channels transforms its inputs per part
   at::parallel_for(0, blocks * split.parts, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<A> transformed, acc;  // [xi][tile][input | output channel], kept per thread
@@ -174,7 +178,7 @@ void run_fused(const Tiles<T>& g) {
         for (int xi = 0; xi < 16; ++xi) {
           A* m = acc.data() + xi * kTileP * kC;
           std::fill(m, m + kTileP * kC, A(0));
-          const Segment<A> segment{p.cin, rows[xi], panel + int64_t{xi} * p.cin * p.ldb + j, p.ldb};
+          const Segment<A> segment{p.cin, rows[xi], g.panel + int64_t{xi} * p.cin * p.ldb + j, p.ldb};
           tile_gemm(&segment, 1, m, kC);
         }
         for (int64_t q = 0; q < std::min<int64_t>(kTileP, g.count - first); ++q) {
@@ -196,8 +200,7 @@ void run_phased(const Tiles<T>& g) {
   using A = acc_t<T>;
   constexpr int L = kLanes<A>, kC = kTileC<A>;
   const WinogradProblem& p = g.p;
-  const A* panel = static_cast<const A*>(p.panel);
-  const int64_t cin_pad = round_up(p.cin, L), cout_pad = round_up(p.cout, kC);
+  const int64_t cin_pad = g.cin_pad, cout_pad = round_up(p.cout, kC);
   const int64_t tiles = round_up(g.count, kTileP), channel_tiles = cout_pad / kC;
   // Kept per calling thread between calls: no allocation, no page faults on a hot path. (The tasks
   // run on other threads, whose thread_locals are others: they get the buffers' addresses.)
@@ -215,7 +218,7 @@ void run_phased(const Tiles<T>& g) {
     const A* rows[kTileP];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t xi = task / channel_tiles, j = task % channel_tiles * kC;
-      const Segment<A> segment{p.cin, rows, panel + xi * p.cin * p.ldb + j, p.ldb};
+      const Segment<A> segment{p.cin, rows, g.panel + xi * p.cin * p.ldb + j, p.ldb};
       for (int64_t first = 0; first < tiles; first += kTileP) {
         for (int q = 0; q < kTileP; ++q) rows[q] = v + (xi * tiles + first + q) * cin_pad;
         A* c = m + (xi * tiles + first) * cout_pad + j;
