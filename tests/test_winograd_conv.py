@@ -23,9 +23,9 @@ pytestmark = pytest.mark.usefixtures("poisoned_outputs")
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 # (batch, C_in, H, W, C_out): odd sizes (half tiles at the bottom and right), channels that fill no
-# vector (5, 20, 130) or tile (50, 40), one pixel, more tiles than a block of 12 across samples, and
-# transformed weights over 300 KB (130 x 64 in fp32: the kernel's three-pass schedule).
-SHAPES = [(2, 20, 13, 9, 50), (1, 5, 1, 1, 3), (3, 32, 8, 6, 64), (1, 16, 7, 30, 32), (2, 130, 5, 7, 40)]
+# vector (5, 20, 260) or tile (50, 40), one pixel, more tiles than a block of 12 across samples, and
+# transformed weights over 2 MB (260 x 160 in fp32: the kernel's three-pass schedule).
+SHAPES = [(2, 20, 13, 9, 50), (1, 5, 1, 1, 3), (3, 32, 8, 6, 64), (1, 16, 7, 30, 32), (2, 260, 5, 7, 150)]
 
 
 def _op():
