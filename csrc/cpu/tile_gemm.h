@@ -78,14 +78,14 @@ struct Segment {
   int64_t ldb;           // panel row length (channels)
 };
 
-// fp32 / fp64 operands: b is [k][ldb].
-template <typename A>
+// fp32 / fp64 operands: b is [k][ldb]. kAccumulate false: c = the sum (c is not read).
+template <bool kAccumulate = true, typename A>
 void tile_gemm(const Segment<A>* segments, int count, A* c, int64_t ldc) {
   using V = Vec<A>;
   constexpr int L = kLanes<A>;
   static_assert(sizeof(V) == L * sizeof(A));
-  V acc[kTileP][kTileV];
-  for (int p = 0; p < kTileP; ++p) {
+  V acc[kTileP][kTileV] = {};
+  for (int p = 0; p < kTileP && kAccumulate; ++p) {
     for (int j = 0; j < kTileV; ++j) std::memcpy(&acc[p][j], c + p * ldc + j * L, sizeof(V));
   }
   for (int s = 0; s < count; ++s) {

@@ -179,10 +179,8 @@ void run_fused(const Tiles<T>& g) {
       const int64_t j0 = part * split.per_part * kC, j1 = std::min<int64_t>(p.cout, j0 + split.per_part * kC);
       for (int64_t j = j0; j < j1; j += kC) {
         for (int xi = 0; xi < 16; ++xi) {
-          A* m = acc.data() + xi * kTileP * kC;
-          std::fill(m, m + kTileP * kC, A(0));
           const Segment<A> segment{p.cin, rows[xi], g.panel + int64_t{xi} * p.cin * p.ldb + j, p.ldb};
-          tile_gemm(&segment, 1, m, kC);
+          tile_gemm</*kAccumulate=*/false>(&segment, 1, acc.data() + xi * kTileP * kC, kC);
         }
         for (int64_t q = 0; q < std::min<int64_t>(kTileP, g.count - first); ++q) {
           for (int64_t v = 0; v < kC && j + v < p.cout; v += L) {
@@ -224,9 +222,7 @@ void run_phased(const Tiles<T>& g) {
       const Segment<A> segment{p.cin, rows, g.panel + xi * p.cin * p.ldb + j, p.ldb};
       for (int64_t first = 0; first < tiles; first += kTileP) {
         for (int q = 0; q < kTileP; ++q) rows[q] = v + (xi * tiles + first + q) * cin_pad;
-        A* c = m + (xi * tiles + first) * cout_pad + j;
-        for (int q = 0; q < kTileP; ++q) std::fill(c + q * cout_pad, c + q * cout_pad + kC, A(0));
-        tile_gemm(&segment, 1, c, cout_pad);
+        tile_gemm</*kAccumulate=*/false>(&segment, 1, m + (xi * tiles + first) * cout_pad + j, cout_pad);
       }
     }
   });

@@ -31,6 +31,9 @@ COMPILE = "compile"  # torch.compile(reference) as a pseudo-backend
 CUDA_GRAPH = "cuda-graph"  # the eager reference replayed as a CUDA graph
 OPTIMIZE = "optimize"  # hrnet_fast.optimize(): our inference engine
 OPTIMIZE_WORKERS = "optimize-workers"  # optimize(cpu_workers=True): a CPU batch split over worker threads
+# Untimed calls of a model-suite engine right before each of its timed calls (time_interleaved's
+# settle): each engine is timed in its steady state, not refilling what the engine before it evicted.
+SETTLE = 1
 
 
 @dataclass(frozen=True)
@@ -381,7 +384,7 @@ def bench_model(
     if progress:
         progress(f"model {case}: interleaved rounds of {len(runners)} engines")
     with torch.inference_mode():
-        timings = time_interleaved(runners, settings.device, warmup=settings.warmup, rule=settings.rule)
+        timings = time_interleaved(runners, settings.device, warmup=settings.warmup, rule=settings.rule, settle=SETTLE)
     peers = [timings[n].median_s for n in timings if n in PEER_NAMES]
     best_peer = min(peers) if peers else None
     ref = timings["reference"]

@@ -216,13 +216,21 @@ class Rotation:
 
 
 def time_interleaved(
-    fns: dict[str, Callable[[], object]], device: torch.device, *, warmup: int = 1, rule: StopRule | None = None
+    fns: dict[str, Callable[[], object]],
+    device: torch.device,
+    *,
+    warmup: int = 1,
+    rule: StopRule | None = None,
+    settle: int = 0,
 ) -> dict[str, Timing]:
     """Median time of one call of each ``fns[name]``, timed in turn (A, B, C, A, B, C, ...).
 
     Load that comes and goes on a shared machine then falls on every engine alike, so the ratios
     between them hold even when the absolute times wander. Rounds continue until ``rule`` is met
     for every engine, with ``rule.budget_s`` of time per engine. CUDA calls are bracketed by events.
+    ``settle``: untimed calls of an engine right before each of its timed calls, so that what is
+    timed is the engine's steady state, not its recovery from the caches and allocator state the
+    engine before it left (A A' B B' ..., primes untimed).
     """
     rule = rule or StopRule()
     together = replace(rule, budget_s=rule.budget_s * len(fns))
@@ -232,6 +240,8 @@ def time_interleaved(
     start, samples = time.perf_counter(), {name: [] for name in fns}
     while True:
         for name, fn in fns.items():
+            for _ in range(settle):
+                fn()
             samples[name] += _round(fn, device, 1)
         timings = {name: summarize(s) for name, s in samples.items()}
         if all(together.done(t, time.perf_counter() - start) for t in timings.values()):
