@@ -83,6 +83,27 @@ def test_cpu_timer_reports_the_median_call(monkeypatch):
     assert timing.median_s == pytest.approx(0.02) and timing.samples == 5 and clock.calls == 8
 
 
+def test_interleaved_rounds_time_each_engine_right_after_an_untimed_call_of_its_own():
+    """settle=1: the order of calls is A A B B A A B B ..., and only each second call is timed, so an
+    engine that is slow right after another engine ran (cold caches) is timed in its steady state."""
+    calls: list[str] = []
+    clock = {"now": 0.0}
+
+    def engine(name: str, cold_s: float, warm_s: float):
+        def run():
+            clock["now"] += warm_s if calls and calls[-1] == name else cold_s
+            calls.append(name)
+
+        return run
+
+    fns = {"a": engine("a", 5.0, 1.0), "b": engine("b", 7.0, 2.0)}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(timer.time, "perf_counter", lambda: clock["now"])
+        timings = timer.time_interleaved(fns, torch.device("cpu"), warmup=0, rule=StopRule.fixed(3), settle=1)
+    assert calls == ["a", "a", "b", "b"] * 3
+    assert timings["a"].median_s == 1.0 and timings["b"].median_s == 2.0
+
+
 def test_the_median_interval_is_from_order_statistics():
     timing = timer.summarize([float(v) for v in range(1, 101)])  # 1..100
     assert timing.median_s == 50.5 and (timing.low_s, timing.high_s) == (40.0, 61.0)  # ranks 40 and 61
