@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import platform
 import statistics
 import sys
@@ -38,6 +39,25 @@ BASE = (8, 32, 64, 48)
 LOW = [(8, 32, 32, 24), (8, 32, 16, 12), (8, 32, 8, 6)]
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 BACKENDS = ("reference", "cpp")
+
+
+def cpp_run_setup(script: str, argv: list[str] | None, threads: int | None, rounds: str) -> tuple[dict, str, float]:
+    """What a script timing the cpp backend's CPU kernels starts with: torch's intra-op threads set
+    (``threads``; None keeps torch's choice), the backend checked (exit with its reason when it is
+    unavailable), the run's environment with the script's command line, a one-line setup (device,
+    threads, torch, ISA, then ``rounds``) and the load average before the run (other processes
+    share the cores: the script records it beside the one after, as ``env["load"]``)."""
+    if threads:
+        torch.set_num_threads(threads)
+    reason = hrnet_fast.backend_status()["cpp"]
+    if reason is not None:
+        raise SystemExit(f"backend cpp unavailable: {reason}")
+    env = environment(torch.device("cpu"), " ".join([f"python benchmarks/{script}", *(argv or sys.argv[1:])]))
+    setup = (
+        f"{env['device_name']}, {torch.get_num_threads()} threads, torch {torch.__version__} "
+        f"({torch.backends.cpu.get_cpu_capability()}); {rounds}"
+    )
+    return env, setup, os.getloadavg()[0]
 
 
 def alternate(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2) -> dict[str, list[float]]:

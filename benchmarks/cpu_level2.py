@@ -31,17 +31,15 @@ import functools
 import json
 import os
 import statistics
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from cpu_ext import alternate
+from cpu_ext import alternate, cpp_run_setup
 
-import hrnet_fast
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.bench.report import table
-from hrnet_fast.bench.results import environment, markdown_header
+from hrnet_fast.bench.results import markdown_header
 from hrnet_fast.bench.shapes import branch_sizes, stage_widths
 from hrnet_fast.models.engine import fold_children_
 from hrnet_fast.nn import MultiResolutionFusion, fusion
@@ -223,16 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-reps", type=int, default=7)
     parser.add_argument("--out", type=Path, default=None, help="folder for cpu_level2.json and cpu_level2.md")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if hrnet_fast.backend_status()["cpp"] is not None:
-        raise SystemExit(f"backend cpp unavailable: {hrnet_fast.backend_status()['cpp']}")
-    env = environment(torch.device("cpu"), " ".join(["python benchmarks/cpu_level2.py", *(argv or sys.argv[1:])]))
-    load_before = os.getloadavg()[0]  # other processes share the cores: recorded with the results
-    setup = (
-        f"{env['device_name']}, {torch.get_num_threads()} threads, torch {torch.__version__} "
-        f"({torch.backends.cpu.get_cpu_capability()}); medians of {args.step_reps} (step) and "
-        f"{args.model_reps} (model) alternating rounds"
+    env, setup, load_before = cpp_run_setup(
+        "cpu_level2.py",
+        argv,
+        args.threads,
+        f"medians of {args.step_reps} (step) and {args.model_reps} (model) alternating rounds",
     )
     print(setup)
     step_table = table(step_rows := bench_step(args.step_reps), STEP_COLUMNS)

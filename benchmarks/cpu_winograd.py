@@ -26,17 +26,15 @@ import functools
 import json
 import os
 import statistics
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from cpu_ext import alternate
+from cpu_ext import alternate, cpp_run_setup
 
-import hrnet_fast
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.bench.report import table
-from hrnet_fast.bench.results import environment, markdown_header
+from hrnet_fast.bench.results import markdown_header
 from hrnet_fast.bench.shapes import branch_sizes, stage_widths
 from hrnet_fast.nn import folded
 from hrnet_fast.ops import conv_bias_act, winograd_conv, winograd_conv_reference, winograd_panel
@@ -182,16 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-reps", type=int, default=9)
     parser.add_argument("--out", type=Path, default=None, help="folder for cpu_winograd.json and cpu_winograd.md")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if hrnet_fast.backend_status()["cpp"] is not None:
-        raise SystemExit(f"backend cpp unavailable: {hrnet_fast.backend_status()['cpp']}")
-    env = environment(torch.device("cpu"), " ".join(["python benchmarks/cpu_winograd.py", *(argv or sys.argv[1:])]))
-    load_before = os.getloadavg()[0]  # other processes share the cores: recorded with the results
-    setup = (
-        f"{env['device_name']}, {torch.get_num_threads()} threads, torch {torch.__version__} "
-        f"({torch.backends.cpu.get_cpu_capability()}); medians of {args.conv_reps} x {WEIGHTS} (convs) and "
-        f"{args.model_reps} (model) alternating rounds"
+    env, setup, load_before = cpp_run_setup(
+        "cpu_winograd.py",
+        argv,
+        args.threads,
+        f"medians of {args.conv_reps} x {WEIGHTS} (convs) and {args.model_reps} (model) alternating rounds",
     )
     print(setup)
     conv_table = table(conv_rows := bench_convs(args.conv_reps), CONV_COLUMNS)
