@@ -29,6 +29,7 @@ WINOGRAD_DTYPES = (torch.float32,)
 # which Winograd's transformed weights make 16/9 larger: oneDNN's direct conv runs instead (measured
 # inside the W32 pose forward on a 2-core AMD EPYC: 128 channels at 16x12, batch 1, 0.9x).
 WINOGRAD_MIN_PIXELS = 256
+WINOGRAD_KEY = ("winograd",)  # where FoldedConv keeps its transformed weights beside the prepacked ones
 
 
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[Tensor, Tensor]:
@@ -62,7 +63,8 @@ class FoldedConv(nn.Module):
         self.bias = nn.Parameter(bias, requires_grad=False)
         self.stride, self.padding, self.relu = conv.stride[0], conv.padding[0], relu
         self.backend: str | None = None
-        self._packed: dict[tuple, Tensor] = {}  # (input shape, dtype) -> prepacked weight; "winograd" -> panel
+        # (input shape, dtype) -> oneDNN's prepacked weight; WINOGRAD_KEY -> the transformed weights
+        self._packed: dict[tuple, Tensor] = {}
         self._packed_from: tuple | None = None  # the weight (storage, version) they were packed from
 
     def _current(self) -> dict[tuple, Tensor]:
@@ -116,9 +118,9 @@ class FoldedConv(nn.Module):
         winograd = self.winograd_kernel(x)
         if winograd is not None:
             prepared = self._current()
-            panel = prepared.get("winograd")
+            panel = prepared.get(WINOGRAD_KEY)
             if panel is None:
-                panel = prepared["winograd"] = winograd_panel(self.weight)
+                panel = prepared[WINOGRAD_KEY] = winograd_panel(self.weight)
             return winograd(x, self.weight, panel, self.bias, residual, self.relu)
         packed = None if torch.compiler.is_compiling() or x.dtype != self.weight.dtype else self.packed_weight(x)
         return conv_bias_act(

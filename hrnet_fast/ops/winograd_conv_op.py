@@ -45,6 +45,11 @@ def panel_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def panel_width(c_out: int) -> int:
+    """ldb, the length of a panel row: ``c_out`` output channels padded to a multiple of PANEL_ALIGN."""
+    return -(-c_out // PANEL_ALIGN) * PANEL_ALIGN
+
+
 def winograd_panel(weight: Tensor) -> Tensor:
     """The transformed weights of a (C_out, C_in, 3, 3) ``weight``: U = G weight G^T, computed in
     float64 and rounded once, laid out (16, C_in, ldb) (element xi = 4 * row + column of the 4x4
@@ -55,8 +60,7 @@ def winograd_panel(weight: Tensor) -> Tensor:
     c_out, c_in = weight.shape[:2]
     g = torch.tensor(_G, dtype=torch.float64, device=weight.device)
     u = torch.einsum("ak,oikl,bl->abio", g, weight.detach().double(), g).reshape(16, c_in, c_out)
-    ldb = -(-c_out // PANEL_ALIGN) * PANEL_ALIGN
-    return F.pad(u, (0, ldb - c_out)).to(panel_dtype(weight.dtype)).contiguous()
+    return F.pad(u, (0, panel_width(c_out) - c_out)).to(panel_dtype(weight.dtype)).contiguous()
 
 
 def winograd_conv_reference(
@@ -90,7 +94,7 @@ def check_winograd_conv(x: Tensor, weight: Tensor, panel: Tensor, bias: Tensor, 
     expected = [
         ("weight", weight, (c_out, c_in, 3, 3), x.dtype),
         ("bias", bias, (c_out,), x.dtype),
-        ("panel", panel, (16, c_in, -(-c_out // PANEL_ALIGN) * PANEL_ALIGN), panel_dtype(x.dtype)),
+        ("panel", panel, (16, c_in, panel_width(c_out)), panel_dtype(x.dtype)),
     ]
     if residual is not None:
         expected.append(("residual", residual, (n, c_out, h, w), x.dtype))
