@@ -17,6 +17,7 @@ from triton_helpers import (
 
 from hrnet_fast import HRNet
 from hrnet_fast.kernels import interpreted
+from hrnet_fast.layout import memory_format_of
 from hrnet_fast.nn import MultiResolutionFusion, folded_fusion
 from hrnet_fast.ops.registry import unsupported_reason
 from hrnet_fast.testing import assert_matches
@@ -108,6 +109,30 @@ def test_inference_runs_level2_and_matches_the_eval_reference_with_bn(
     for i, (out, ref, ref64) in enumerate(zip(outs, refs, refs64, strict=True)):
         assert out.stride() == xs[i].stride()
         assert_matches(out, ref, ref64, f"branch {i}", tol=1e-5)
+
+
+@pytest.mark.parametrize(("backend", "device"), [p for p in BACKENDS if p.id in ("cpp-cpu", "triton-cpu")])
+@pytest.mark.parametrize("layouts", ["nchw", "mixed"])
+def test_cpu_runs_the_step_channels_last_and_returns_each_base_layout(layouts, backend, device, monkeypatch):
+    seen = []
+    real = folded_fusion.fusion_branch
+
+    def recording(base, down, down_weight, low, *args, **kwargs):
+        seen.append([memory_format_of(t) for t in (base, *down, *low)])
+        return real(base, down, down_weight, low, *args, **kwargs)
+
+    monkeypatch.setattr(folded_fusion, "fusion_branch", recording)
+    fuse = _fusion(backend, device)
+    xs = _branches(device, channels_last=False)
+    if layouts == "mixed":
+        xs[1] = xs[1].contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        outs = fuse(xs)
+        refs = _reference(fuse, torch.float32)(xs)
+    assert seen and all(f == torch.channels_last for fmts in seen for f in fmts)
+    for out, ref, x in zip(outs, refs, xs, strict=True):
+        assert out.stride() == x.stride()
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(("backend", "device"), BACKENDS)

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layout import weight_layout
+from ..layout import dense, memory_format_of, weight_layout
 from ..ops import fusion_branch
 from ..ops.registry import unsupported_reason
 from .folded import FoldedConv, fold_conv_bn
@@ -202,7 +202,21 @@ def _chain_start(firsts: tuple[nn.Module, ...], steps, x: Tensor) -> Tensor:
 
 
 def folded_forward(fusion: nn.ModuleList, xs, backend: str) -> list[Tensor]:
-    """The fusion step with folded BN, one fused ``fusion_branch`` launch per output branch."""
+    """The fusion step with folded BN, one fused ``fusion_branch`` launch per output branch.
+
+    On a CPU the step runs channels_last whatever the maps' layout: the C++ kernel reads
+    channels_last rows in place (NCHW rows are transposed per band and path, several times per
+    map) and oneDNN's convs of the downsample chains are faster so. Each map is converted once and
+    each output comes back in its base map's layout (``benchmarks/cpu_level2.py`` measures it)."""
+    if xs[0].device.type == "cpu":
+        formats = [memory_format_of(x) for x in xs]
+        if any(f != torch.channels_last for f in formats):
+            outs = _folded_forward(fusion, dense(xs, torch.channels_last), backend)
+            return [out.contiguous(memory_format=f) for out, f in zip(outs, formats, strict=False)]
+    return _folded_forward(fusion, xs, backend)
+
+
+def _folded_forward(fusion: nn.ModuleList, xs, backend: str) -> list[Tensor]:
     n = len(xs)
     dtype, device = xs[0].dtype, xs[0].device
     if torch.compiler.is_compiling():
