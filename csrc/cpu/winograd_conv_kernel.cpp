@@ -85,27 +85,51 @@ struct Tiles {
     for (int32_t j = 0; j < p.cout; ++j) bias[j] = to_acc(static_cast<const T*>(p.bias)[j]);
   }
 
-  // V = B^T d B of tile t's 4x4 input patch (zeros outside the map; all zeros for t >= count) for
-  // input channels [c, c + L): element xi goes to dst + xi * stride.
-  void transform_input(int64_t t, int64_t c, A* dst, int64_t stride) const {
-    V d[4][4] = {};
-    if (t < count) {
-      const int64_t n = t / (th * tw), y0 = 2 * (t / tw % th) - 1, x0 = 2 * (t % tw) - 1;
-      const T* sample = static_cast<const T*>(p.x) + n * p.h * p.w * p.cin + c;
-      const int64_t width = std::min<int64_t>(L, p.cin - c);
-      for (int i = 0; i < 4; ++i) {
-        if (y0 + i < 0 || y0 + i >= p.h) continue;
-        for (int j = 0; j < 4; ++j) {
-          if (x0 + j >= 0 && x0 + j < p.w) d[i][j] = load(sample + ((y0 + i) * p.w + x0 + j) * p.cin, width);
-        }
+  struct At {  // where a tile is: its sample, and its row and column among the sample's tiles
+    int64_t n, ty, tx;
+  };
+  At at(int64_t t) const { return {t / (th * tw), t / tw % th, t % tw}; }
+  At next(At a) const {  // the tile after a, without at()'s divisions
+    if (++a.tx == tw) {
+      a.tx = 0;
+      if (++a.ty == th) {
+        a.ty = 0;
+        ++a.n;
       }
     }
+    return a;
+  }
+
+  // V = B^T d B of tile t (at a)'s 4x4 input patch (zeros outside the map; all zeros for t >= count)
+  // for input channels [c, c + L): element xi goes to dst + xi * stride. Patches inside the map with
+  // whole vectors (most) load without bounds checks.
+  void transform_input(int64_t t, const At& a, int64_t c, A* dst, int64_t stride) const {
+    const int64_t y0 = 2 * a.ty - 1, x0 = 2 * a.tx - 1, width = std::min<int64_t>(L, p.cin - c);
+    const T* x = static_cast<const T*>(p.x) + c;
+    const int64_t origin = ((a.n * p.h + y0) * p.w + x0) * p.cin;  // pixel (y0, x0), maybe outside
+    if (t < count && width == L && y0 >= 0 && x0 >= 0 && y0 + 4 <= p.h && x0 + 4 <= p.w) {
+      transform_patch([&](int i, int j) { return load(x + origin + (i * p.w + j) * p.cin, L); }, dst, stride);
+    } else {
+      const bool valid = t < count;
+      transform_patch(
+          [&](int i, int j) {
+            const bool inside = valid && y0 + i >= 0 && y0 + i < p.h && x0 + j >= 0 && x0 + j < p.w;
+            return inside ? load(x + origin + (i * p.w + j) * p.cin, width) : V{};
+          },
+          dst, stride);
+    }
+  }
+
+  // d(i, j): the patch's pixel (i, j) as a vector of channels.
+  template <typename Pixel>
+  static void transform_patch(const Pixel& d, A* dst, int64_t stride) {
     V r[4][4];  // B^T d
     for (int j = 0; j < 4; ++j) {
-      r[0][j] = d[0][j] - d[2][j];
-      r[1][j] = d[1][j] + d[2][j];
-      r[2][j] = d[2][j] - d[1][j];
-      r[3][j] = d[1][j] - d[3][j];
+      const V d0 = d(0, j), d1 = d(1, j), d2 = d(2, j), d3 = d(3, j);
+      r[0][j] = d0 - d2;
+      r[1][j] = d1 + d2;
+      r[2][j] = d2 - d1;
+      r[3][j] = d1 - d3;
     }
     for (int i = 0; i < 4; ++i) {  // (B^T d) B
       const V v[4] = {r[i][0] - r[i][2], r[i][1] + r[i][2], r[i][2] - r[i][1], r[i][1] - r[i][3]};
@@ -113,9 +137,9 @@ struct Tiles {
     }
   }
 
-  // Tile t's output for channels [j, j + L), from its products m[xi] at src + xi * stride:
+  // The output of the tile at `at` for channels [j, j + L), from its products m[xi] at src + xi * stride:
   // act(A^T M A + bias + residual), rounded once, written channels-last (pixels inside the map only).
-  void write_output(int64_t t, int64_t j, const A* src, int64_t stride) const {
+  void write_output(const At& at, int64_t j, const A* src, int64_t stride) const {
     V m[16];
     for (int xi = 0; xi < 16; ++xi) std::memcpy(&m[xi], src + xi * stride, sizeof(V));
     V s[2][4];  // A^T M
@@ -125,7 +149,7 @@ struct Tiles {
     }
     V b;
     std::memcpy(&b, bias.data() + j, sizeof b);
-    const int64_t n = t / (th * tw), ty = t / tw % th, tx = t % tw, width = std::min<int64_t>(L, p.cout - j);
+    const int64_t n = at.n, ty = at.ty, tx = at.tx, width = std::min<int64_t>(L, p.cout - j);
     const T* residual = static_cast<const T*>(p.residual);
     T* out = static_cast<T*>(p.out);
     for (int a = 0; a < 2 && 2 * ty + a < p.h; ++a) {
@@ -171,9 +195,11 @@ void run_fused(const Tiles<T>& g) {
     }
     for (int64_t task = begin; task < end; ++task) {
       const int64_t first = task / split.parts * kTileP, part = task % split.parts;
+      typename Tiles<T>::At pos[kTileP];
       for (int q = 0; q < kTileP; ++q) {
+        pos[q] = q == 0 ? g.at(first) : g.next(pos[q - 1]);
         for (int64_t c = 0; c < cin_pad; c += L) {
-          g.transform_input(first + q, c, transformed.data() + q * cin_pad + c, kTileP * cin_pad);
+          g.transform_input(first + q, pos[q], c, transformed.data() + q * cin_pad + c, kTileP * cin_pad);
         }
       }
       const int64_t j0 = part * split.per_part * kC, j1 = std::min<int64_t>(p.cout, j0 + split.per_part * kC);
@@ -184,7 +210,7 @@ void run_fused(const Tiles<T>& g) {
         }
         for (int64_t q = 0; q < std::min<int64_t>(kTileP, g.count - first); ++q) {
           for (int64_t v = 0; v < kC && j + v < p.cout; v += L) {
-            g.write_output(first + q, j + v, acc.data() + q * kC + v, kTileP * kC);
+            g.write_output(pos[q], j + v, acc.data() + q * kC + v, kTileP * kC);
           }
         }
       }
@@ -212,7 +238,8 @@ void run_phased(const Tiles<T>& g) {
   A* const m = m_buffer.data();
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      for (int64_t c = 0; c < cin_pad; c += L) g.transform_input(t, c, v + t * cin_pad + c, tiles * cin_pad);
+      const auto pos = g.at(t);
+      for (int64_t c = 0; c < cin_pad; c += L) g.transform_input(t, pos, c, v + t * cin_pad + c, tiles * cin_pad);
     }
   });
   at::parallel_for(0, 16 * channel_tiles, 1, [&](int64_t begin, int64_t end) {
@@ -228,7 +255,8 @@ void run_phased(const Tiles<T>& g) {
   });
   at::parallel_for(0, g.count, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      for (int64_t j = 0; j < p.cout; j += L) g.write_output(t, j, m + t * cout_pad + j, tiles * cout_pad);
+      const auto pos = g.at(t);
+      for (int64_t j = 0; j < p.cout; j += L) g.write_output(pos, j, m + t * cout_pad + j, tiles * cout_pad);
     }
   });
 }
