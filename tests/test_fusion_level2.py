@@ -112,8 +112,9 @@ def test_inference_runs_level2_and_matches_the_eval_reference_with_bn(
 
 
 @pytest.mark.parametrize(("backend", "device"), [p for p in BACKENDS if p.id in ("cpp-cpu", "triton-cpu")])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=["bf16", "f16", "f32"])
 @pytest.mark.parametrize("layouts", ["nchw", "mixed"])
-def test_cpu_runs_the_step_channels_last_and_returns_each_base_layout(layouts, backend, device, monkeypatch):
+def test_cpu_runs_16_bit_steps_channels_last_and_returns_each_base_layout(layouts, dtype, backend, device, monkeypatch):
     seen = []
     real = folded_fusion.fusion_branch
 
@@ -122,17 +123,20 @@ def test_cpu_runs_the_step_channels_last_and_returns_each_base_layout(layouts, b
         return real(base, down, down_weight, low, *args, **kwargs)
 
     monkeypatch.setattr(folded_fusion, "fusion_branch", recording)
-    fuse = _fusion(backend, device)
-    xs = _branches(device, channels_last=False)
+    fuse = _fusion(backend, device).to(dtype)
+    xs = _branches(device, dtype)
     if layouts == "mixed":
         xs[1] = xs[1].contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         outs = fuse(xs)
-        refs = _reference(fuse, torch.float32)(xs)
-    assert seen and all(f == torch.channels_last for fmts in seen for f in fmts)
-    for out, ref, x in zip(outs, refs, xs, strict=True):
+        refs = _reference(fuse, dtype)(xs)
+        refs64 = _reference(fuse, torch.float64)([x.double() for x in xs])
+    given = {memory_format_of(x) for x in xs}  # float32 maps run as they come
+    assert len(seen) == 4
+    assert {f for fmts in seen for f in fmts} == ({torch.channels_last} if dtype != torch.float32 else given)
+    for i, (out, ref, ref64, x) in enumerate(zip(outs, refs, refs64, xs, strict=True)):
         assert out.stride() == x.stride()
-        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        assert_matches(out, ref, ref64, f"branch {i}", tol=1e-5)
 
 
 @pytest.mark.parametrize(("backend", "device"), BACKENDS)

@@ -42,6 +42,9 @@ from .folded import FoldedConv, fold_conv_bn
 
 log = logging.getLogger(__name__)
 
+# map dtypes whose fusion step runs channels_last on a CPU whatever their layout (see folded_forward)
+_CHANNELS_LAST_ON_CPU = (torch.float16, torch.bfloat16)
+
 
 @dataclass(frozen=True)
 class FoldedBranch:
@@ -204,11 +207,12 @@ def _chain_start(firsts: tuple[nn.Module, ...], steps, x: Tensor) -> Tensor:
 def folded_forward(fusion: nn.ModuleList, xs, backend: str) -> list[Tensor]:
     """The fusion step with folded BN, one fused ``fusion_branch`` launch per output branch.
 
-    On a CPU the step runs channels_last whatever the maps' layout: the C++ kernel reads
-    channels_last rows in place (NCHW rows are transposed per band and path, several times per
-    map) and oneDNN's convs of the downsample chains are faster so. Each map is converted once and
-    each output comes back in its base map's layout (``benchmarks/cpu_level2.py`` measures it)."""
-    if xs[0].device.type == "cpu":
+    On a CPU, 16-bit maps run channels_last whatever their layout: the C++ kernel stages NCHW rows
+    per band and path (a transpose and, for 16-bit maps, a conversion, several times per map) and
+    oneDNN's 16-bit NCHW convs of the downsample chains are slow, so each map is converted once and
+    each output comes back in its base map's layout. float32 NCHW maps stay as they are: converting
+    them costs as much as it saves (``benchmarks/cpu_level2.py`` measures both)."""
+    if xs[0].device.type == "cpu" and xs[0].dtype in _CHANNELS_LAST_ON_CPU:
         formats = [memory_format_of(x) for x in xs]
         if any(f != torch.channels_last for f in formats):
             outs = _folded_forward(fusion, dense(xs, torch.channels_last), backend)
