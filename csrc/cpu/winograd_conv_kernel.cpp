@@ -16,6 +16,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <optional>
 #include <type_traits>
 #include <vector>
@@ -88,52 +89,65 @@ struct Tiles {
   struct At {  // where a tile is: its sample, and its row and column among the sample's tiles
     int64_t n, ty, tx;
   };
-  At at(int64_t t) const { return {t / (th * tw), t / tw % th, t % tw}; }
-  At next(At a) const {  // the tile after a, without at()'s divisions
-    if (++a.tx == tw) {
-      a.tx = 0;
-      if (++a.ty == th) {
-        a.ty = 0;
-        ++a.n;
+  // Where tiles [first, first + tiles) are: one division for the first, then a step per tile.
+  void positions(int64_t first, int tiles, At* pos) const {
+    At a = {first / (th * tw), first / tw % th, first % tw};
+    for (int q = 0; q < tiles; ++q) {
+      pos[q] = a;
+      if (++a.tx == tw) {
+        a.tx = 0;
+        if (++a.ty == th) {
+          a.ty = 0;
+          ++a.n;
+        }
       }
     }
-    return a;
   }
 
-  // V = B^T d B of tile t (at a)'s 4x4 input patch (zeros outside the map; all zeros for t >= count)
-  // for input channels [c, c + L): element xi goes to dst + xi * stride. Patches inside the map with
-  // whole vectors (most) load without bounds checks.
-  void transform_input(int64_t t, const At& a, int64_t c, A* dst, int64_t stride) const {
-    const int64_t y0 = 2 * a.ty - 1, x0 = 2 * a.tx - 1, width = std::min<int64_t>(L, p.cin - c);
-    const T* x = static_cast<const T*>(p.x) + c;
-    const int64_t origin = ((a.n * p.h + y0) * p.w + x0) * p.cin;  // pixel (y0, x0), maybe outside
-    if (t < count && width == L && y0 >= 0 && x0 >= 0 && y0 + 4 <= p.h && x0 + 4 <= p.w) {
-      transform_patch([&](int i, int j) { return load(x + origin + (i * p.w + j) * p.cin, L); }, dst, stride);
+  // B^T d of column j (0..3) of the input patch of the tile at a, for input channels [c, c + L):
+  // its four pixels, zeros outside the map.
+  void column(const At& a, int j, int64_t c, V* r) const {
+    const int64_t y0 = 2 * a.ty - 1, x = 2 * a.tx - 1 + j, width = std::min<int64_t>(L, p.cin - c);
+    const T* sample = static_cast<const T*>(p.x) + a.n * p.h * p.w * p.cin + c;
+    V d[4];
+    if (width == L && y0 >= 0 && y0 + 4 <= p.h && x >= 0 && x < p.w) {
+      for (int i = 0; i < 4; ++i) d[i] = load(sample + ((y0 + i) * p.w + x) * p.cin, L);
     } else {
-      const bool valid = t < count;
-      transform_patch(
-          [&](int i, int j) {
-            const bool inside = valid && y0 + i >= 0 && y0 + i < p.h && x0 + j >= 0 && x0 + j < p.w;
-            return inside ? load(x + origin + (i * p.w + j) * p.cin, width) : V{};
-          },
-          dst, stride);
+      for (int i = 0; i < 4; ++i) {
+        const bool inside = y0 + i >= 0 && y0 + i < p.h && x >= 0 && x < p.w;
+        d[i] = inside ? load(sample + ((y0 + i) * p.w + x) * p.cin, width) : V{};
+      }
     }
+    r[0] = d[0] - d[2];
+    r[1] = d[1] + d[2];
+    r[2] = d[2] - d[1];
+    r[3] = d[1] - d[3];
   }
 
-  // d(i, j): the patch's pixel (i, j) as a vector of channels.
-  template <typename Pixel>
-  static void transform_patch(const Pixel& d, A* dst, int64_t stride) {
-    V r[4][4];  // B^T d
-    for (int j = 0; j < 4; ++j) {
-      const V d0 = d(0, j), d1 = d(1, j), d2 = d(2, j), d3 = d(3, j);
-      r[0][j] = d0 - d2;
-      r[1][j] = d1 + d2;
-      r[2][j] = d2 - d1;
-      r[3][j] = d1 - d3;
-    }
-    for (int i = 0; i < 4; ++i) {  // (B^T d) B
-      const V v[4] = {r[i][0] - r[i][2], r[i][1] + r[i][2], r[i][2] - r[i][1], r[i][1] - r[i][3]};
-      for (int j = 0; j < 4; ++j) std::memcpy(dst + (i * 4 + j) * stride, &v[j], sizeof(V));
+  // V = B^T d B of the input patches of tiles [first, first + tiles) (at pos[0..tiles); all zeros
+  // for tiles past count) for input channels [c, c + L): element xi of tile q goes to
+  // dst + q * tile_stride + xi * stride. A tile right of the one before it in the same row shares
+  // two columns with it, whose B^T d is carried over.
+  void transform_inputs(int64_t first, int tiles, const At* pos, int64_t c, A* dst, int64_t tile_stride,
+                        int64_t stride) const {
+    V r[4][4];  // r[j]: B^T d of the patch's column j
+    for (int q = 0; q < tiles; ++q, dst += tile_stride) {
+      if (first + q >= count) {
+        for (int xi = 0; xi < 16; ++xi) std::memset(dst + xi * stride, 0, sizeof(V));
+        continue;
+      }
+      const At& a = pos[q];
+      int j = 0;
+      if (q > 0 && a.tx > 0 && a.tx == pos[q - 1].tx + 1) {  // same sample and row: tx only grows within one
+        std::memcpy(r[0], r[2], sizeof r[0]);
+        std::memcpy(r[1], r[3], sizeof r[1]);
+        j = 2;
+      }
+      for (; j < 4; ++j) column(a, j, c, r[j]);
+      for (int i = 0; i < 4; ++i) {  // (B^T d) B
+        const V v[4] = {r[0][i] - r[2][i], r[1][i] + r[2][i], r[2][i] - r[1][i], r[1][i] - r[3][i]};
+        for (int k = 0; k < 4; ++k) std::memcpy(dst + (i * 4 + k) * stride, &v[k], sizeof(V));
+      }
     }
   }
 
@@ -196,11 +210,9 @@ void run_fused(const Tiles<T>& g) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t first = task / split.parts * kTileP, part = task % split.parts;
       typename Tiles<T>::At pos[kTileP];
-      for (int q = 0; q < kTileP; ++q) {
-        pos[q] = q == 0 ? g.at(first) : g.next(pos[q - 1]);
-        for (int64_t c = 0; c < cin_pad; c += L) {
-          g.transform_input(first + q, pos[q], c, transformed.data() + q * cin_pad + c, kTileP * cin_pad);
-        }
+      g.positions(first, kTileP, pos);
+      for (int64_t c = 0; c < cin_pad; c += L) {
+        g.transform_inputs(first, kTileP, pos, c, transformed.data() + c, cin_pad, kTileP * cin_pad);
       }
       const int64_t j0 = part * split.per_part * kC, j1 = std::min<int64_t>(p.cout, j0 + split.per_part * kC);
       for (int64_t j = j0; j < j1; j += kC) {
@@ -236,10 +248,14 @@ void run_phased(const Tiles<T>& g) {
   m_buffer.resize(std::max<size_t>(m_buffer.size(), 16 * tiles * cout_pad));
   A* const v = v_buffer.data();
   A* const m = m_buffer.data();
-  at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const auto pos = g.at(t);
-      for (int64_t c = 0; c < cin_pad; c += L) g.transform_input(t, pos, c, v + t * cin_pad + c, tiles * cin_pad);
+  at::parallel_for(0, tiles, kTileP, [&](int64_t begin, int64_t end) {
+    typename Tiles<T>::At pos[kTileP];
+    for (int64_t first = begin; first < end; first += kTileP) {
+      const int run = static_cast<int>(std::min<int64_t>(kTileP, end - first));
+      g.positions(first, run, pos);
+      for (int64_t c = 0; c < cin_pad; c += L) {
+        g.transform_inputs(first, run, pos, c, v + first * cin_pad + c, cin_pad, tiles * cin_pad);
+      }
     }
   });
   at::parallel_for(0, 16 * channel_tiles, 1, [&](int64_t begin, int64_t end) {
@@ -253,10 +269,16 @@ void run_phased(const Tiles<T>& g) {
       }
     }
   });
-  at::parallel_for(0, g.count, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const auto pos = g.at(t);
-      for (int64_t j = 0; j < p.cout; j += L) g.write_output(pos, j, m + t * cout_pad + j, tiles * cout_pad);
+  at::parallel_for(0, g.count, kTileP, [&](int64_t begin, int64_t end) {
+    typename Tiles<T>::At pos[kTileP];
+    for (int64_t first = begin; first < end; first += kTileP) {
+      const int run = static_cast<int>(std::min<int64_t>(kTileP, end - first));
+      g.positions(first, run, pos);
+      for (int q = 0; q < run; ++q) {
+        for (int64_t j = 0; j < p.cout; j += L) {
+          g.write_output(pos[q], j, m + (first + q) * cout_pad + j, tiles * cout_pad);
+        }
+      }
     }
   });
 }
