@@ -88,6 +88,19 @@ def test_a_backend_is_probed_before_its_kernel_table_is_read(monkeypatch):
 
 
 @pytest.mark.skipif("cpp" not in hrnet_fast.available_backends("cpu"), reason="needs the cpp backend")
+def test_fused_kernel_is_the_backends_kernel_or_none():
+    from hrnet_fast.ops import registry
+
+    fp32, bf16 = torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 3, dtype=torch.bfloat16)
+    fused = registry.fused_kernel("winograd_conv", "cpp", fp32)
+    assert fused is not None and fused is registry.kernel("winograd_conv", "cpp", fp32)
+    assert fused is not registry.op_specs()["winograd_conv"].reference
+    assert registry.fused_kernel("winograd_conv", "reference", fp32) is None
+    assert registry.fused_kernel("winograd_conv", "cpp", torch.zeros(1, 2, 3, 3, dtype=torch.int32)) is None
+    assert registry.fused_kernel("fusion_branch", "cpp", bf16) is registry.kernel("fusion_branch", "cpp", bf16)
+
+
+@pytest.mark.skipif("cpp" not in hrnet_fast.available_backends("cpu"), reason="needs the cpp backend")
 def test_a_change_of_the_environment_applies_to_the_next_call(monkeypatch):
     from hrnet_fast.nn import folded_fusion
 

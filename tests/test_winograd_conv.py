@@ -140,6 +140,9 @@ def test_folded_conv_runs_winograd_for_3x3_stride_1_fp32_on_cpp_only():
     assert _folded_conv(stride=2).winograd_kernel(x) is None and _folded_conv(kernel=1).winograd_kernel(x) is None
     conv.backend = "reference"
     assert conv.winograd_kernel(x) is None
+    conv.backend = "cpp"
+    conv.weight = torch.nn.Parameter(conv.weight[:, :, :1, :1].contiguous(), requires_grad=False)
+    assert conv.winograd_kernel(x) is None  # the shape check follows a replaced weight
 
 
 def test_folded_conv_remakes_the_transformed_weights_when_the_weight_changes():

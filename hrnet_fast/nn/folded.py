@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ..ops import conv_bias_act, resolve_backend, winograd_panel
 from ..ops.conv_act import prepack_weight
-from ..ops.registry import kernel, unsupported_reason
+from ..ops.registry import fused_kernel
 
 MAX_PACKED_SHAPES = 4  # prepacked copies kept per conv (one per input shape seen); more clears them
 # Map dtypes whose 3x3 stride-1 convs run winograd_conv (faster than oneDNN's direct conv on a CPU,
@@ -66,6 +66,7 @@ class FoldedConv(nn.Module):
         # (input shape, dtype) -> oneDNN's prepacked weight; WINOGRAD_KEY -> the transformed weights
         self._packed: dict[tuple, Tensor] = {}
         self._packed_from: tuple | None = None  # the weight (storage, version) they were packed from
+        self._winograd_shape: tuple = (None, False)  # (weight shape, whether winograd_conv fits it)
 
     def _current(self) -> dict[tuple, Tensor]:
         """The prepared weights, emptied when the weight changed since they were made."""
@@ -82,11 +83,11 @@ class FoldedConv(nn.Module):
         apply (not a 3x3 stride-1 conv with at least as many output channels as input channels, a
         dtype outside WINOGRAD_DTYPES, not a CPU, fewer output pixels than WINOGRAD_MIN_PIXELS,
         compiling or exporting, or a backend without the kernel)."""
+        c_out, c_in, k, _ = shape = self.weight.shape
+        if shape != self._winograd_shape[0]:  # narrowing (256 -> 32): the input transforms cost more
+            self._winograd_shape = (shape, k == 3 and c_out >= c_in and self.stride == 1 and self.padding == 1)
         if (
-            self.weight.shape[-1] != 3
-            or self.weight.shape[0] < self.weight.shape[1]  # narrowing (256 -> 32): input transforms cost more
-            or self.stride != 1
-            or self.padding != 1
+            not self._winograd_shape[1]
             or x.dtype not in WINOGRAD_DTYPES
             or x.dtype != self.weight.dtype
             or x.device.type != "cpu"
@@ -94,10 +95,7 @@ class FoldedConv(nn.Module):
             or torch.compiler.is_compiling()
         ):
             return None
-        backend = resolve_backend(self.backend, x.device)  # "reference" while exporting
-        if unsupported_reason("winograd_conv", backend, x) is not None:
-            return None
-        return kernel("winograd_conv", backend, x)
+        return fused_kernel("winograd_conv", resolve_backend(self.backend, x.device), x)  # reference: exporting
 
     def packed_weight(self, x: Tensor) -> Tensor | None:
         """The weight prepacked for oneDNN for inputs shaped like ``x`` (made on the first such call,

@@ -409,6 +409,12 @@ def unsupported_reason(op: str, backend: str, like: Tensor) -> str | None:
     return None
 
 
+def fused_kernel(op: str, backend: str, like: Tensor) -> Callable | None:
+    """``backend``'s (resolved) kernel of ``op`` for tensors like ``like``, or None where
+    :func:`unsupported_reason` says it has none: for callers that choose another path themselves."""
+    return _KERNELS[backend][op].fn if unsupported_reason(op, backend, like) is None else None
+
+
 def kernel(op: str, backend: str, like: Tensor) -> Callable:
     """The function that runs ``op`` on ``backend`` (resolved) for tensors like ``like``: the
     backend's kernel, or the op's reference composition where it has none (with a debug line; the
