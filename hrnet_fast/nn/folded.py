@@ -84,7 +84,8 @@ class FoldedConv(nn.Module):
         dtype outside WINOGRAD_DTYPES, not a CPU, fewer output pixels than WINOGRAD_MIN_PIXELS,
         compiling or exporting, or a backend without the kernel)."""
         c_out, c_in, k, _ = shape = self.weight.shape
-        if shape != self._winograd_shape[0]:  # narrowing (256 -> 32): the input transforms cost more
+        if shape != self._winograd_shape[0]:  # checked again only when the weight is replaced
+            # a narrowing conv (256 -> 32) stays direct: its input transforms cost more than Winograd saves
             self._winograd_shape = (shape, k == 3 and c_out >= c_in and self.stride == 1 and self.padding == 1)
         if (
             not self._winograd_shape[1]
