@@ -11,7 +11,8 @@ What it does to a copy of the model (the original is left as it was):
     once per input shape into oneDNN's blocked layout, and runs each op on torch's intra-op
     threads; with ``cpu_workers=True`` a batch of more than one image is split into chunks that
     worker threads with one intra-op thread each take in turn (:mod:`hrnet_fast.nn.cpu_workers`)
-    instead.
+    instead. Otherwise the first call per input shape records the forward's ops, and later calls
+    replay them without the Python that chose them (:mod:`hrnet_fast.nn.op_plan`; ``cpu_plan``).
 The fusion steps keep running through ``hrnet_fast.ops`` with the model's backend. Under
 ``torch.compile`` it runs the folded model as plain ops and lets the compiler fuse and graph them.
 """
@@ -26,7 +27,9 @@ from torch import Tensor, nn
 
 from ..nn import CudaGraphCache, FoldedConv
 from ..nn.cpu_workers import CpuWorkers, cpu_workers
-from ..ops.registry import exporting
+from ..nn.folded import MAX_PACKED_SHAPES
+from ..nn.op_plan import OpPlans
+from ..ops.registry import exporting, get_backend
 from .blocks import BasicBlock, Bottleneck
 from .hrnet import HRNet
 
@@ -107,6 +110,12 @@ def fold_hrnet_(model: HRNet) -> HRNet:
     return model
 
 
+def _versioned_parameters(model: nn.Module) -> list[Tensor]:
+    """The parameters whose in-place changes a version counter counts (inference tensors count none,
+    and outside inference mode cannot be changed in place)."""
+    return [p for p in model.parameters() if not p.is_inference()]
+
+
 class OptimizedHRNet(nn.Module):
     """The inference engine :func:`optimize` returns; ``forward(x)`` gives the model's outputs.
 
@@ -114,15 +123,27 @@ class OptimizedHRNet(nn.Module):
     outputs come in the engine's dtype. Inference only: ``.train()`` raises.
     """
 
-    def __init__(self, model: HRNet, dtype: torch.dtype, channels_last: bool, cuda_graph: bool, cpu_workers: bool):
+    def __init__(
+        self, model: HRNet, dtype: torch.dtype, channels_last: bool, cuda_graph: bool, cpu_workers: bool, cpu_plan: bool
+    ):
         super().__init__()
         self.model = model
         self.dtype = dtype
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.cuda_graph = cuda_graph
         self.cpu_workers = cpu_workers
+        self.cpu_plan = cpu_plan
         super().train(False)  # inference-only, and says so (exporters restore the mode they found)
         self.graphs = CudaGraphCache(model)
+        # a plan per input signature, kept as long as the prepacked weights it reads
+        self.plans = OpPlans(model, self._plan_state, max_plans=MAX_PACKED_SHAPES)
+        self._versioned = _versioned_parameters(model)
+
+    def _plan_state(self) -> tuple:
+        """What a recorded CPU plan depends on besides the input: the backend selection and every
+        parameter's version counter (an in-place change to a weight makes the next call record
+        afresh, with weights prepared again)."""
+        return get_backend(), self.model.backend, tuple(p._version for p in self._versioned)
 
     @property
     def head(self) -> str:
@@ -139,7 +160,10 @@ class OptimizedHRNet(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         self.graphs.clear()  # captured graphs point at the old parameter storage
-        return super()._apply(fn, *args, **kwargs)
+        self.plans.clear()  # as do recorded plans
+        out = super()._apply(fn, *args, **kwargs)
+        self._versioned = _versioned_parameters(self.model)
+        return out
 
     def forward(self, x: Tensor):
         if not isinstance(x, Tensor) or x.dim() != 4:
@@ -158,10 +182,12 @@ class OptimizedHRNet(nn.Module):
 
     def _forward(self, x: Tensor, tracing: bool):
         with torch.no_grad():
-            workers = None
-            if x.device.type == "cpu" and x.shape[0] > 1 and self.cpu_workers and not tracing:
-                workers = cpu_workers()
-            return self.model(x) if workers is None else self._forward_on_workers(x, workers)
+            if x.device.type != "cpu" or tracing:
+                return self.model(x)
+            workers = cpu_workers() if x.shape[0] > 1 and self.cpu_workers else None
+            if workers is not None:
+                return self._forward_on_workers(x, workers)
+            return self.plans(x) if self.cpu_plan else self.model(x)
 
     def _forward_on_workers(self, x: Tensor, workers: CpuWorkers):
         """The batch split into chunks (two per worker thread, so a stalled core hands work over),
@@ -177,7 +203,7 @@ class OptimizedHRNet(nn.Module):
         channels_last = self.memory_format == torch.channels_last
         return (
             f"dtype={self.dtype}, channels_last={channels_last}, cuda_graph={self.cuda_graph}, "
-            f"cpu_workers={self.cpu_workers}"
+            f"cpu_workers={self.cpu_workers}, cpu_plan={self.cpu_plan}"
         )
 
 
@@ -188,12 +214,16 @@ def optimize(
     channels_last: bool = True,
     cuda_graph: bool = True,
     cpu_workers: bool = False,
+    cpu_plan: bool = True,
     backend: str | None = None,
 ) -> OptimizedHRNet:
     """An inference engine with ``model``'s outputs: BN folded, fused conv epilogues, ``dtype``
     weights (default: the model's), channels_last, CUDA graphs per input shape on CUDA
     (``cuda_graph``), and on a CPU prepacked weights and each op split over torch's intra-op threads
-    (``cpu_workers=True``: batches split over worker threads instead, one intra-op thread each).
+    (``cpu_workers=True``: batches split over worker threads instead, one intra-op thread each),
+    and on a CPU the forward's ops recorded per input shape and replayed (``cpu_plan``; an in-place
+    change to a parameter or a new backend selection records afresh; call ``engine.plans.clear()``
+    after setting one module's ``backend`` by hand).
 
     ``model`` must be an HRNet in eval mode (``model.eval()``); it is copied, never changed.
     ``backend`` selects the fused-op backend of the copy (default: the model's own choice).
@@ -213,4 +243,4 @@ def optimize(
     folded = folded.to(dtype=dtype)
     if channels_last:
         folded = folded.to(memory_format=torch.channels_last)
-    return OptimizedHRNet(folded.eval(), dtype, channels_last, cuda_graph, cpu_workers)
+    return OptimizedHRNet(folded.eval(), dtype, channels_last, cuda_graph, cpu_workers, cpu_plan)

@@ -1,0 +1,253 @@
+"""Replay the ops of a module's forward without its Python, one recorded plan per input signature.
+
+On a CPU HRNet's forward under ``optimize()`` is about 260 library calls, and the Python around
+each (module calls, the backend choice, prepacked-weight lookups, argument checks) costs a few
+microseconds per call: 2-3 ms of a 30-40 ms batch-1 forward. The first call with a new input
+signature (shape, dtype, strides, device) runs plainly, so that what the forward prepares lazily
+(prepacked weights) is made; the second runs the module under a recording dispatch mode that notes
+every op reaching the dispatcher: its overload, its constant arguments (weights, prepacked
+weights, sizes) and which earlier result each other tensor argument is. Later calls with that
+signature run that list of ops and nothing else, dropping each intermediate after its last use.
+
+A plan bakes in what the forward decided in Python: the backend of every call, the prepared
+weights, the level-1/level-2 choice. It is therefore kept only while ``state()`` (given by the
+owner: the backend selection and every parameter's version counter) returns what it returned when
+the plan was recorded; otherwise the call records afresh. :meth:`OpPlans.clear` drops every plan
+(after moving parameters, setting a single module's backend by hand, or adding a module hook). A
+forward whose ops return Python values (``.item()``: its control flow may depend on the data),
+write into a tensor that is not one of its own results, or that runs module hooks (a replay would
+skip them) gets no plan: it keeps running as Python, with a debug line.
+Inference only: plans are recorded and replayed without autograd.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode
+from torch.utils._pytree import tree_map
+from torch.utils.weak import WeakIdKeyDictionary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """A tensor argument that is an earlier result: index ``i`` of the plan's environment."""
+
+    i: int
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One recorded op. ``refs``: (argument position or keyword, slot or a list template holding
+    _Slot entries) for the arguments that are earlier results; ``results``: the slot of each
+    tensor the op returned (None for a non-tensor entry), ``single``: whether it returned one
+    tensor; ``frees``: slots no later call reads."""
+
+    op: Callable
+    args: tuple
+    kwargs: dict
+    refs: tuple
+    results: tuple
+    single: bool
+    frees: tuple
+
+
+@dataclass(frozen=True)
+class _Plan:
+    state: Hashable
+    calls: tuple[_Call, ...]
+    slots: int
+    outputs: object  # the forward's output structure, tensors replaced by _Slot
+
+
+@dataclass(frozen=True)
+class _Warm:
+    """A signature called once in ``state``: the next call in that state records its plan."""
+
+    state: Hashable
+
+
+_UNPLANNABLE = object()  # a signature whose forward cannot be planned: it runs as Python
+
+
+class _NoPlan(Exception):
+    """The forward cannot be replayed as recorded (the message says why)."""
+
+
+class _Recorder(TorchDispatchMode):
+    """Runs the forward and notes each op (see the module docstring). Results are tracked weakly,
+    so recording keeps no intermediate alive beyond its use."""
+
+    def __init__(self, x: Tensor):
+        super().__init__()
+        self.slots = WeakIdKeyDictionary()
+        self.slots[x] = 0
+        self.count = 1
+        self.calls: list[tuple] = []
+        self.problem: str | None = None
+
+    def _ref(self, value):
+        """An argument as the plan keeps it: _Slot for an earlier result, lists element-wise."""
+        if isinstance(value, Tensor) and value in self.slots:
+            return _Slot(self.slots[value])
+        if isinstance(value, (list, tuple)) and any(isinstance(v, Tensor) and v in self.slots for v in value):
+            return [self._ref(v) for v in value]
+        return value
+
+    def _result_slot(self, value) -> int | None:
+        if not isinstance(value, Tensor):
+            if value is not None and self.problem is None:
+                self.problem = f"an op returned a Python {type(value).__name__} (data-dependent control flow)"
+            return None
+        if value not in self.slots:
+            self.slots[value] = self.count
+            self.count += 1
+        return self.slots[value]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.problem is None:
+            for i, arg in enumerate(func._schema.arguments):
+                value = kwargs.get(arg.name, args[i] if i < len(args) else None)
+                writes = arg.alias_info is not None and arg.alias_info.is_write
+                if writes and isinstance(value, Tensor) and value not in self.slots:
+                    self.problem = f"{func} writes into {arg.name}, which is not a result of the forward"
+        refs = []
+        for key, value in list(enumerate(args)) + list(kwargs.items()):
+            ref = self._ref(value)
+            if ref is not value:
+                refs.append((key, ref))
+        out = func(*args, **kwargs)
+        single = not isinstance(out, (tuple, list))
+        results = tuple(self._result_slot(o) for o in ([out] if single else out))
+        # only constants are kept: an argument that is a result is replaced by its slot (in refs)
+        reffed = {key for key, _ in refs}
+        constant_args = tuple(None if i in reffed else a for i, a in enumerate(args))
+        constant_kwargs = {name: v for name, v in kwargs.items() if name not in reffed}
+        self.calls.append((func, constant_args, constant_kwargs, tuple(refs), results, single))
+        return out
+
+    def plan(self, out, state: Hashable) -> _Plan:
+        if self.problem is not None:
+            raise _NoPlan(self.problem)
+        outputs = tree_map(lambda t: _Slot(self.slots[t]) if isinstance(t, Tensor) and t in self.slots else t, out)
+        kept = {s.i for s in _slots_in(outputs)}
+        last: dict[int, int] = {}
+        for k, (_, _, _, refs, results, _) in enumerate(self.calls):
+            for _, ref in refs:
+                for s in _slots_in(ref):
+                    last[s.i] = k
+            for s in results:
+                if s is not None:
+                    last[s] = max(last.get(s, k), k)
+        frees: dict[int, list[int]] = {}
+        for slot, k in last.items():
+            if slot not in kept and slot != 0:
+                frees.setdefault(k, []).append(slot)
+        calls = [
+            _Call(func, args, kwargs, refs, results, single, tuple(frees.get(k, ())))
+            for k, (func, args, kwargs, refs, results, single) in enumerate(self.calls)
+        ]
+        return _Plan(state, tuple(calls), self.count, outputs)
+
+
+def _slots_in(value) -> list[_Slot]:
+    if isinstance(value, _Slot):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _slots_in(v)]
+    return []
+
+
+def _hooked(fn) -> bool:
+    """Whether calling ``fn`` runs module hooks (its own modules', or global ones)."""
+    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    if any(getattr(torch.nn.modules.module, f"_global{kind}", None) for kind in kinds):
+        return True
+    modules = fn.modules() if isinstance(fn, torch.nn.Module) else ()
+    return any(getattr(m, kind, None) for m in modules for kind in kinds)
+
+
+def _replay(plan: _Plan, x: Tensor):
+    """The plan's ops run on ``x``: each reads its constants and the earlier results it recorded."""
+    env: list = [None] * plan.slots
+    env[0] = x
+    for call in plan.calls:
+        args, kwargs = call.args, call.kwargs
+        if call.refs:
+            args, kwargs = list(args), dict(kwargs)
+            for key, ref in call.refs:
+                value = env[ref.i] if isinstance(ref, _Slot) else [env[r.i] if isinstance(r, _Slot) else r for r in ref]
+                if isinstance(key, int):
+                    args[key] = value
+                else:
+                    kwargs[key] = value
+        out = call.op(*args, **kwargs)
+        if call.single:
+            if call.results[0] is not None:  # None: the op returned nothing
+                env[call.results[0]] = out
+        else:
+            for slot, value in zip(call.results, out, strict=True):
+                if slot is not None:
+                    env[slot] = value
+        for slot in call.frees:
+            env[slot] = None
+    return tree_map(lambda s: env[s.i] if isinstance(s, _Slot) else s, plan.outputs)
+
+
+class OpPlans:
+    """``plans(x) == fn(x)`` by replaying ``fn``'s recorded ops (see the module docstring).
+
+    ``state()`` is called on every call; a plan recorded under another state is recorded afresh.
+    At most ``max_plans`` signatures are kept (more clears them all: a stream of new sizes records
+    each once, as the first call of a size does anyway).
+    """
+
+    def __init__(self, fn: Callable[[Tensor], object], state: Callable[[], Hashable], max_plans: int = 4):
+        self.fn, self.state, self.max_plans = fn, state, max_plans
+        self._plans: dict[tuple, object] = {}  # signature -> _Warm, _Plan or _UNPLANNABLE
+
+    @property
+    def num_plans(self) -> int:
+        return sum(isinstance(entry, _Plan) for entry in self._plans.values())
+
+    def clear(self) -> None:
+        self._plans.clear()
+
+    def __call__(self, x: Tensor):
+        if type(x) is not Tensor or _get_current_dispatch_mode() is not None:
+            return self.fn(x)  # tensor subclasses and other dispatch modes (fake tensors) run as they are
+        key = (tuple(x.shape), x.dtype, x.device, x.stride())
+        state = self.state()
+        entry = self._plans.get(key)
+        if isinstance(entry, _Plan) and entry.state == state:
+            return _replay(entry, x)
+        if entry is _UNPLANNABLE:
+            return self.fn(x)
+        if not (isinstance(entry, _Warm) and entry.state == state):
+            # first call in this state: plain, so that what the forward prepares lazily on its first
+            # call (prepacked weights, folded fusion weights) is made now and not recorded as ops
+            self._store(key, _Warm(state))
+            return self.fn(x)
+        recorder = _Recorder(x)
+        with recorder:
+            out = self.fn(x)
+        try:
+            if _hooked(self.fn):
+                raise _NoPlan("it has module hooks, which a replay would skip")
+            self._store(key, recorder.plan(out, state))
+        except _NoPlan as reason:
+            log.debug("OpPlans: running %s as Python: %s", type(self.fn).__name__, reason)
+            self._store(key, _UNPLANNABLE)
+        return out
+
+    def _store(self, key: tuple, entry) -> None:
+        if len(self._plans) >= self.max_plans and key not in self._plans:
+            self._plans.clear()
+        self._plans[key] = entry
