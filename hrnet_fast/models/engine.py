@@ -25,10 +25,9 @@ import functools
 import torch
 from torch import Tensor, nn
 
-from ..nn import CudaGraphCache, FoldedConv
+from ..nn import CudaGraphCache, FoldedConv, OpPlans
 from ..nn.cpu_workers import CpuWorkers, cpu_workers
 from ..nn.folded import MAX_PACKED_SHAPES
-from ..nn.op_plan import OpPlans
 from ..ops.registry import exporting, get_backend
 from .blocks import BasicBlock, Bottleneck
 from .hrnet import HRNet

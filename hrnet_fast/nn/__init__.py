@@ -3,5 +3,6 @@
 from .cuda_graph import CudaGraphCache
 from .folded import FoldedConv, fold_conv_bn
 from .fusion import MultiResolutionFusion
+from .op_plan import OpPlans
 
-__all__ = ["CudaGraphCache", "FoldedConv", "MultiResolutionFusion", "fold_conv_bn"]
+__all__ = ["CudaGraphCache", "FoldedConv", "MultiResolutionFusion", "OpPlans", "fold_conv_bn"]

@@ -1,0 +1,97 @@
+"""``optimize()``'s CPU op plans (``hrnet_fast/nn/op_plan.py``), side by side in one run with the
+same engine running its forward as Python (``cpu_plan=False``).
+
+HRNet-W32 pose forward, 256x192, channels_last, backend cpp, batch 1 and 8, float32 and bfloat16.
+Calls alternate (python, plan, python, plan, ...) so load from other processes hits both alike;
+medians (and minima) over the rounds. The two must give the same outputs bit for bit (the plan runs
+the same ops); the largest difference is reported. Writes cpu_plan.json and cpu_plan.md to --out
+when given.
+
+    python benchmarks/cpu_plan.py [--threads N] [--reps 15] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from pathlib import Path
+
+import torch
+from cpu_ext import alternate, cpp_run_setup
+
+from hrnet_fast import HRNet, optimize
+from hrnet_fast.bench.report import table
+from hrnet_fast.bench.results import markdown_header
+from hrnet_fast.testing import randomize_batchnorm_
+
+CASES = ((1, torch.float32), (1, torch.bfloat16), (8, torch.float32), (8, torch.bfloat16))
+
+
+def bench(reps: int) -> list[dict]:
+    torch.manual_seed(0)
+    model = randomize_batchnorm_(HRNet("w32", head="pose")).eval()
+    rows = []
+    for batch, dtype in CASES:
+        engines = {
+            "python": optimize(model, dtype=dtype, backend="cpp", cpu_plan=False),
+            "plan": optimize(model, dtype=dtype, backend="cpp"),
+        }
+        x = torch.randn(batch, 3, 256, 192).to(dtype).contiguous(memory_format=torch.channels_last)
+        fns = {name: (lambda e=engine, x=x: e(x)) for name, engine in engines.items()}
+        with torch.inference_mode():
+            samples = alternate(fns, reps, warmup=3)  # the plan's first call runs as Python, its second records
+            diff = (fns["plan"]().float() - fns["python"]().float()).abs().max().item()
+        assert engines["plan"].plans.num_plans == 1, "the plan engine did not record its plan"
+        med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
+        row = {"batch": batch, "dtype": str(dtype).removeprefix("torch.")}
+        for k in fns:
+            row[f"{k}_ms"] = med[k]
+            row[f"{k}_min_ms"] = min(samples[k]) * 1e3
+        row["plan_vs_python"] = med["python"] / med["plan"]
+        row["max_diff"] = diff
+        rows.append(row)
+        print(f"  b{batch} {row['dtype']}: python {med['python']:.2f} ms, plan {med['plan']:.2f} ms")
+    return rows
+
+
+COLUMNS = [
+    ("batch", "batch", "d"),
+    ("dtype", "dtype", "s"),
+    ("python_ms", "python ms", ".2f"),
+    ("plan_ms", "plan ms", ".2f"),
+    ("python_min_ms", "python min", ".2f"),
+    ("plan_min_ms", "plan min", ".2f"),
+    ("plan_vs_python", "speedup", ".3f"),
+    ("max_diff", "max |plan - python|", ".1e"),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--reps", type=int, default=15, help="alternating rounds per case")
+    parser.add_argument("--out", type=Path, default=None, help="folder for cpu_plan.json and cpu_plan.md")
+    args = parser.parse_args(argv)
+    env, setup, load_before = cpp_run_setup(
+        "cpu_plan.py", argv, args.threads, f"medians of {args.reps} alternating rounds"
+    )
+    print(setup)
+    text = table(rows := bench(args.reps), COLUMNS)
+    print(f"\nHRNet-W32 pose forward, optimize() channels_last, forward as Python and as a replayed plan\n{text}")
+    env["load"] = (load_before, os.getloadavg()[0])
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        results = {"setup": setup, "environment": env, "model": rows}
+        (args.out / "cpu_plan.json").write_text(json.dumps(results, indent=2))
+        (args.out / "cpu_plan.md").write_text(
+            markdown_header("optimize()'s CPU op plans (benchmarks/cpu_plan.py)", env)
+            + f"\n{setup}.\n\nHRNet-W32 pose forward, 256x192, optimize() (backend cpp, channels_last) running its "
+            f"forward as Python (cpu_plan=False) and as the replayed op plan (the default):\n\n```\n{text}\n```\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
