@@ -174,3 +174,18 @@ def test_at_most_max_plans_signatures_are_kept():
             assert torch.equal(plans(x), x.relu())
             assert len(plans._plans) <= 2
     assert plans.num_plans == 1  # the third shape's, after the first two were dropped
+
+
+def test_calls_under_autocast_run_as_python(replays):
+    module = _SplitCat()
+    plans = OpPlans(module, state=lambda: 0)
+    with torch.inference_mode():
+        for _ in range(3):
+            plans(torch.randn(3, 4, 5, 5))
+        assert plans.num_plans == 1
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            x = torch.randn(3, 4, 5, 5)
+            got, expected = plans(x), module(x)
+    assert all(torch.equal(g, e) for g, e in zip(got, expected, strict=True))
+    assert got[0].dtype == expected[0].dtype
+    assert replays[0] == 1  # the one before autocast

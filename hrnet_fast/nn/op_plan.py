@@ -13,7 +13,9 @@ A plan bakes in what the forward decided in Python: the backend of every call, t
 weights, the level-1/level-2 choice. It is therefore kept only while ``state()`` (given by the
 owner: the backend selection and every parameter's version counter) returns what it returned when
 the plan was recorded; otherwise the call records afresh. :meth:`OpPlans.clear` drops every plan
-(after moving parameters, setting a single module's backend by hand, or adding a module hook). A
+(after moving parameters, setting a single module's backend by hand, adding a module hook, or
+changing a global switch the forward reads in Python, such as ``torch.backends.mkldnn``). Calls
+under autocast, another dispatch mode or with a tensor subclass run as Python. A
 forward whose ops return Python values (``.item()``: its control flow may depend on the data),
 write into a tensor that is not one of its own results, or that runs module hooks (a replay would
 skip them) gets no plan: it keeps running as Python, with a debug line.
@@ -221,8 +223,12 @@ class OpPlans:
         self._plans.clear()
 
     def __call__(self, x: Tensor):
-        if type(x) is not Tensor or _get_current_dispatch_mode() is not None:
-            return self.fn(x)  # tensor subclasses and other dispatch modes (fake tensors) run as they are
+        if (
+            type(x) is not Tensor
+            or _get_current_dispatch_mode() is not None
+            or torch.is_autocast_enabled(x.device.type)
+        ):
+            return self.fn(x)  # tensor subclasses, other dispatch modes (fake tensors) and autocast run as Python
         key = (tuple(x.shape), x.dtype, x.device, x.stride())
         state = self.state()
         entry = self._plans.get(key)
