@@ -3,6 +3,7 @@ worker threads that run the chunks of a batch side by side."""
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import threading
@@ -166,3 +167,19 @@ def test_optimized_engine_exports_to_onnx_through_the_reference_ops(two_threads,
     session = ort.InferenceSession(str(tmp_path / "engine.onnx"), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {"images": x.numpy()})
     torch.testing.assert_close(torch.from_numpy(out), engine(x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_used_engine_can_be_copied_and_saved_and_gives_the_same_outputs(pose, tmp_path):
+    engine = optimize(pose)
+    x = torch.randn(2, 3, 64, 48)
+    for _ in range(3):  # prepacked weights made, op plan recorded and replayed
+        out = engine(x)
+    engine.graphs._graphs["stand-in"] = threading.Lock()  # as uncopyable as a captured CUDA graph
+    torch.save(engine, tmp_path / "engine.pt")
+    loaded = torch.load(tmp_path / "engine.pt", weights_only=False)
+    for twin in (copy.deepcopy(engine), loaded):
+        assert twin.plans.num_plans == 0 and twin.graphs.num_graphs == 0  # made again on first use
+        for _ in range(3):
+            assert torch.equal(twin(x), out)
+        assert twin.plans.num_plans == 1
+        assert twin.plans.fn is twin.model

@@ -128,7 +128,7 @@ class OptimizedHRNet(nn.Module):
         super().__init__()
         self.model = model
         self.dtype = dtype
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.channels_last = channels_last
         self.cuda_graph = cuda_graph
         self.cpu_workers = cpu_workers
         self.cpu_plan = cpu_plan
@@ -143,6 +143,11 @@ class OptimizedHRNet(nn.Module):
         parameter's version counter (an in-place change to a weight makes the next call record
         afresh, with weights prepared again)."""
         return get_backend(), self.model.backend, tuple(p._version for p in self._versioned)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout inputs are cast to (kept as a bool: torch.save cannot pickle memory formats)."""
+        return torch.channels_last if self.channels_last else torch.contiguous_format
 
     @property
     def head(self) -> str:
@@ -199,9 +204,8 @@ class OptimizedHRNet(nn.Module):
         return torch.cat(outs)
 
     def extra_repr(self) -> str:
-        channels_last = self.memory_format == torch.channels_last
         return (
-            f"dtype={self.dtype}, channels_last={channels_last}, cuda_graph={self.cuda_graph}, "
+            f"dtype={self.dtype}, channels_last={self.channels_last}, cuda_graph={self.cuda_graph}, "
             f"cpu_workers={self.cpu_workers}, cpu_plan={self.cpu_plan}"
         )
 

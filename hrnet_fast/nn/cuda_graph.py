@@ -30,6 +30,11 @@ class CudaGraphCache:
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Tensor, object]] = {}
         self._pool = None
 
+    def __getstate__(self):
+        """Copies and pickles start without graphs (captured graphs cannot be copied; the next call
+        with each shape captures again)."""
+        return {**self.__dict__, "_graphs": {}, "_pool": None}
+
     @property
     def num_graphs(self) -> int:
         return len(self._graphs)

@@ -68,6 +68,13 @@ class FoldedConv(nn.Module):
         self._packed_from: tuple | None = None  # the weight (storage, version) they were packed from
         self._winograd_shape: tuple = (None, False)  # (weight shape, whether winograd_conv fits it)
 
+    def __getstate__(self):
+        """Copies and pickles leave the prepared weights behind (oneDNN's prepacked tensors are
+        opaque and cannot be copied); they are made again on first use."""
+        state = super().__getstate__().copy()
+        state["_packed"], state["_packed_from"] = {}, None
+        return state
+
     def _current(self) -> dict[tuple, Tensor]:
         """The prepared weights, emptied when the weight changed since they were made."""
         w = self.weight

@@ -215,6 +215,10 @@ class OpPlans:
         self.fn, self.state, self.max_plans = fn, state, max_plans
         self._plans: dict[tuple, object] = {}  # signature -> _Warm, _Plan or _UNPLANNABLE
 
+    def __getstate__(self):
+        """Copies and pickles start without plans (they hold the prepared weights, some opaque)."""
+        return {**self.__dict__, "_plans": {}}
+
     @property
     def num_plans(self) -> int:
         return sum(isinstance(entry, _Plan) for entry in self._plans.values())
