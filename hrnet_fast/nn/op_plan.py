@@ -140,14 +140,13 @@ class _Recorder(TorchDispatchMode):
             raise _NoPlan(self.problem)
         outputs = tree_map(lambda t: _Slot(self.slots[t]) if isinstance(t, Tensor) and t in self.slots else t, out)
         kept = {s.i for s in _slots_in(outputs)}
-        last: dict[int, int] = {}
+        last: dict[int, int] = {}  # slot -> the last call that reads or writes it
         for k, (_, _, _, refs, results, _) in enumerate(self.calls):
-            for _, ref in refs:
-                for s in _slots_in(ref):
-                    last[s.i] = k
+            for s in _slots_in([ref for _, ref in refs]):
+                last[s.i] = k
             for s in results:
                 if s is not None:
-                    last[s] = max(last.get(s, k), k)
+                    last[s] = k
         frees: dict[int, list[int]] = {}
         for slot, k in last.items():
             if slot not in kept and slot != 0:
