@@ -21,3 +21,16 @@ def test_seg_rows_time_each_runner_with_its_peak_memory():
         assert r.max_abs_err < 0.01  # float32 everywhere: labels change only at near ties
     table = report.render(found)
     assert "labels changed" in table and "peak MB" in table and OPTIMIZE in table
+
+
+def test_seg_rows_use_the_same_model_in_every_run_and_leave_the_callers_random_stream_alone():
+    settings = Settings(torch.device("cpu"), torch.bfloat16, channels_last=True, warmup=0, rule=StopRule.fixed(1))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    changed = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        found = bench_seg_end_to_end(settings, backends=["reference"], arch="w18_small_v1", size=(64, 128))
+        assert torch.equal(torch.rand(3), expected)
+        changed.append([r.max_abs_err for r in found])
+    assert changed[0] == changed[1]  # seeded weights: the same labels, so the same changes, in each run

@@ -1,7 +1,9 @@
 """Segmentation end to end: one full-resolution image through :class:`hrnet_fast.seg.SegEstimator`.
 
 Each runner predicts the label map of the same random 1024x2048 uint8 image (normalization, forward,
-logits upsampled to the image, exp, argmax), one image per call as the official test does:
+logits upsampled to the image, exp, argmax), one image per call as the official test does, with the
+same model in every run: seeded random weights and BatchNorm statistics (a freshly initialized
+model labels almost every pixel alike, which would hide label changes):
 
 - ``eager-fp32``: the official-style baseline, the reference backend in float32, NCHW;
 - each backend in the run's dtype and layout (the baseline's own configuration is not timed twice);
@@ -22,6 +24,7 @@ import torch
 
 from ..models import HRNet, optimize
 from ..seg.estimator import SegEstimator
+from ..testing import randomize_batchnorm_
 from .suites import OPTIMIZE, Result, Settings
 from .timer import time_interleaved
 
@@ -79,9 +82,16 @@ def bench_seg_end_to_end(
 
     First each runner alone predicts once (its labels, its peak memory, a warm-up); then the runners
     take turns until ``settings.rule`` is met for all of them, so that a slower or faster spell of a
-    shared machine falls on all of them alike.
+    shared machine falls on all of them alike. The model's weights come from seed 0 on a forked
+    random stream: the caller's stream is left as it was.
     """
-    model = HRNet(arch, head="seg").eval().to(settings.device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return _seg_rows(settings, backends, arch, size, progress)
+
+
+def _seg_rows(settings: Settings, backends, arch: str, size: tuple[int, int], progress) -> list[Result]:
+    model = randomize_batchnorm_(HRNet(arch, head="seg")).eval().to(settings.device)
     image = torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     names = runner_names(settings, backends)
 
