@@ -8,6 +8,7 @@ import pytest
 import torch
 from test_optimize import trained_like
 from torch import nn
+from triton_helpers import TRITON_UNAVAILABLE, interpreted
 
 import hrnet_fast.nn.op_plan as op_plan
 from hrnet_fast import HRNet, optimize, set_backend
@@ -48,12 +49,25 @@ def _plain(engine, x):
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_engine_replays_its_forward_with_the_python_forwards_results(pose, replays, dtype, channels_last):
     engine = optimize(pose, dtype=dtype, channels_last=channels_last)
+    _check_replays(engine, dtype, channels_last)
+    assert replays[0] == 2
+
+
+@pytest.mark.skipif(TRITON_UNAVAILABLE is not None or not interpreted(), reason="Triton runs on the CPU interpreted")
+def test_engine_on_triton_replays_its_python_implemented_custom_ops(pose, replays):
+    engine = optimize(pose, backend="triton")
+    _check_replays(engine, torch.float32, True)
+    assert replays[0] == 2
+    ops = {str(call.op) for call in next(iter(engine.plans._plans.values())).calls}
+    assert "hrnet_fast.fusion_branch_triton.default" in ops
+
+
+def _check_replays(engine, dtype, channels_last):
     for call in range(4):
         x = _images(dtype, channels_last)  # fresh data each call: a replay must not return stale maps
         out = engine(x)
         assert torch.equal(out, _plain(engine, x))
         assert engine.plans.num_plans == (call >= 1)  # the first call runs plainly, the second records
-    assert replays[0] == 2
 
 
 def test_each_input_shape_gets_its_own_plan(pose, replays):
