@@ -156,11 +156,21 @@ class WeightPanel {
     }
     copy_.assign(int64_t{taps} * rows_ * ldb_, to_operand<R>(T{}));
     for (int t = 0; t < taps; ++t) {
-      for (int32_t ci = 0; ci < cin; ++ci) {
-        const T* src = w + (int64_t{t} * cin + ci) * c;
-        R* dst = copy_.data() + int64_t{t} * rows_ * ldb_;
-        for (int32_t j = 0; j < c; ++j) {
-          dst[kPairs ? ((ci / 2) * ldb_ + j) * 2 + ci % 2 : ci * ldb_ + j] = to_operand<R>(src[j]);
+      const T* tap = w + int64_t{t} * cin * c;
+      R* dst = copy_.data() + int64_t{t} * rows_ * ldb_;
+      if constexpr (kPairs) {  // rows ci and ci + 1 interleaved: one 32-bit pair per channel
+        for (int32_t ci = 0; ci < cin; ci += 2, dst += 2 * ldb_) {
+          const T* even = tap + int64_t{ci} * c;
+          const T* odd = ci + 1 < cin ? even + c : nullptr;  // an odd cin pairs its last row with 0
+          for (int32_t j = 0; j < c; ++j) {
+            const uint32_t pair = even[j].bits | (odd ? static_cast<uint32_t>(odd[j].bits) << 16 : 0u);
+            std::memcpy(dst + 2 * j, &pair, sizeof pair);
+          }
+        }
+      } else {
+        for (int32_t ci = 0; ci < cin; ++ci) {
+          const T* src = tap + int64_t{ci} * c;
+          for (int32_t j = 0; j < c; ++j) dst[ci * ldb_ + j] = to_operand<R>(src[j]);
         }
       }
     }
