@@ -203,3 +203,20 @@ def test_calls_under_autocast_run_as_python(replays):
     assert all(torch.equal(g, e) for g, e in zip(got, expected, strict=True))
     assert got[0].dtype == expected[0].dtype
     assert replays[0] == 1  # the one before autocast
+
+
+def test_a_global_module_hook_added_after_the_plan_still_runs(replays):
+    module = _SplitCat()
+    plans = OpPlans(module, state=lambda: 0)
+    seen = []
+    with torch.inference_mode():
+        for _ in range(3):
+            plans(torch.randn(3, 4, 5, 5))
+        handle = torch.nn.modules.module.register_module_forward_hook(lambda m, args, out: seen.append(m))
+        try:
+            plans(torch.randn(3, 4, 5, 5))
+        finally:
+            handle.remove()
+        plans(torch.randn(3, 4, 5, 5))
+    assert seen == [module]
+    assert replays[0] == 2  # before the hook and after its removal

@@ -15,7 +15,7 @@ owner: the backend selection and every parameter's version counter) returns what
 the plan was recorded; otherwise the call records afresh. :meth:`OpPlans.clear` drops every plan
 (after moving parameters, setting a single module's backend by hand, adding a module hook, or
 changing a global switch the forward reads in Python, such as ``torch.backends.mkldnn``). Calls
-under autocast, another dispatch mode or with a tensor subclass run as Python. A
+under autocast, another dispatch mode, global module hooks or with a tensor subclass run as Python. A
 forward whose ops return Python values (``.item()``: its control flow may depend on the data),
 write into a tensor that is not one of its own results, or that runs module hooks (a replay would
 skip them) gets no plan: it keeps running as Python, with a debug line.
@@ -166,13 +166,18 @@ def _slots_in(value) -> list[_Slot]:
     return []
 
 
+_HOOK_KINDS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _global_hooks() -> bool:
+    """Whether module hooks registered for every module (``register_module_forward_hook``) exist."""
+    return any(getattr(torch.nn.modules.module, f"_global{kind}", None) for kind in _HOOK_KINDS)
+
+
 def _hooked(fn) -> bool:
     """Whether calling ``fn`` runs module hooks (its own modules', or global ones)."""
-    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    if any(getattr(torch.nn.modules.module, f"_global{kind}", None) for kind in kinds):
-        return True
     modules = fn.modules() if isinstance(fn, torch.nn.Module) else ()
-    return any(getattr(m, kind, None) for m in modules for kind in kinds)
+    return _global_hooks() or any(getattr(m, kind, None) for m in modules for kind in _HOOK_KINDS)
 
 
 def _replay(plan: _Plan, x: Tensor):
@@ -230,8 +235,9 @@ class OpPlans:
             type(x) is not Tensor
             or _get_current_dispatch_mode() is not None
             or torch.is_autocast_enabled(x.device.type)
+            or _global_hooks()
         ):
-            return self.fn(x)  # tensor subclasses, other dispatch modes (fake tensors) and autocast run as Python
+            return self.fn(x)  # subclasses, other dispatch modes (fake tensors), autocast, global hooks
         key = (tuple(x.shape), x.dtype, x.device, x.stride())
         state = self.state()
         entry = self._plans.get(key)
