@@ -239,12 +239,12 @@ class OpPlans:
         ):
             return self.fn(x)  # subclasses, other dispatch modes (fake tensors), autocast, global hooks
         key = (tuple(x.shape), x.dtype, x.device, x.stride())
-        state = self.state()
         entry = self._plans.get(key)
-        if isinstance(entry, _Plan) and entry.state == state:
-            return _replay(entry, x)
         if entry is _UNPLANNABLE:
             return self.fn(x)
+        state = self.state()
+        if isinstance(entry, _Plan) and entry.state == state:
+            return _replay(entry, x)
         if not (isinstance(entry, _Warm) and entry.state == state):
             # first call in this state: plain, so that what the forward prepares lazily on its first
             # call (prepacked weights, folded fusion weights) is made now and not recorded as ops
