@@ -136,6 +136,18 @@ def test_odd_sizes_many_tiles_and_batches_split_into_launches(target, dtype):
         _check(target.op(*args, mode, ac, True), args, mode, ac, what=f"{fmt} {mode}")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_cpu_kernel_weights_over_several_blocks(dtype):
+    """The CPU kernel multiplies the strided convs' weights in blocks of at most 512 KiB (kBlockBytes),
+    each over every pixel tile of a band before the next: weights of 1.2 MiB in fp32 (96 channels,
+    9 x 360 input channels) span several blocks, whose boundaries fall inside a path."""
+    case = ((2, 96, 3, 5), [(2, 160, 6, 10), (2, 200, 5, 9)], [(2, 24, 2, 3)])
+    for fmt in FORMATS:
+        args = _inputs(case, dtype, "cpu", fmt)
+        out = OpLibrary("hrnet_fast", "cpp").fusion_branch(*args, "nearest", False, True)
+        _check(out, args, "nearest", False, what=str(fmt))
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_opcheck_and_no_gradient(target):
     args = _inputs("middle", torch.float32, target.device, torch.contiguous_format)

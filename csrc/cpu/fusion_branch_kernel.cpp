@@ -27,6 +27,7 @@ namespace {
 
 constexpr int64_t kBandBytes = 256 << 10;  // accumulator tile of one task, at most (unless one row is more)
 constexpr int kTasksPerThread = 4;
+constexpr int64_t kBlockBytes = 512 << 10;  // weights of one block of segments, all channels (stay in L2)
 
 // Rows [row0, row0 + count) of one sample of a map, channels last in the operand type: GEMM rows are
 // pixel(y, x), cin values each (zeros outside the map). A view of the map itself when it already is
@@ -128,40 +129,48 @@ struct Scratch {
 };
 
 // Step 1: acc (rows of pixels [y0, y1) x w, cp channels) += every stride-2 3x3 conv, one segment per
-// path and tap.
+// path and tap. The segments go in blocks of at most kBlockBytes of weights, each multiplied into
+// every pixel tile of the band before the next: a block's weights stay in L2 across the tiles.
 template <typename T, bool kDirect>
 void add_down_convs(const Branch<T>& b, int64_t n, int32_t y0, int32_t y1, Scratch<T>& s) {
   using R = operand_t<T>;
+  using A = acc_t<T>;
   const FusionBranchProblem& p = b.p;
   const int64_t pixels = int64_t{y1 - y0} * p.w;
+  const int64_t tiles = (pixels + kTileP - 1) / kTileP;
+  const int count = 9 * p.num_down;
   s.staged.resize(p.num_down);
   std::vector<StagedRows<T, kDirect>> inputs;
   for (int k = 0; k < p.num_down; ++k) {  // input rows 2 * y0 - 1 .. 2 * y1 - 1
     const ConvPath& path = p.down[k];
     inputs.emplace_back(path.x, n, 2 * y0 - 1, 2 * (y1 - y0) + 1, path.cin, s.staged[k], b.zeros.data());
   }
-  s.row_pointers.resize(9 * p.num_down * kTileP);
-  s.segments.resize(9 * p.num_down);
-  for (int64_t first = 0; first < pixels; first += kTileP) {
-    const R** rows = s.row_pointers.data();
-    Segment<R>* segment = s.segments.data();
-    for (int k = 0; k < p.num_down; ++k) {
-      const WeightPanel<T>& w = b.down_w[k];
-      const int32_t cin = p.down[k].cin;
-      for (int t = 0; t < 9; ++t, rows += kTileP, ++segment) {
+  s.row_pointers.resize(count * kTileP);
+  s.segments.resize(count);
+  for (int first = 0, last; first < count; first = last) {
+    int64_t k_sum = p.down[first / 9].cin;
+    for (last = first + 1; last < count; ++last) {
+      const int64_t k = p.down[last / 9].cin;
+      if ((k_sum + k) * b.cp * static_cast<int64_t>(sizeof(R)) > kBlockBytes) break;
+      k_sum += k;
+    }
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      for (int i = first; i < last; ++i) {
+        const int k = i / 9, t = i % 9;
+        const R** rows = s.row_pointers.data() + i * kTileP;
         for (int q = 0; q < kTileP; ++q) {
-          const int64_t pixel = first + q;
+          const int64_t pixel = tile * kTileP + q;
           const int64_t y = y0 + pixel / p.w, x = pixel % p.w;
           rows[q] = pixel < pixels ? inputs[k].pixel(2 * y - 1 + t / 3, 2 * x - 1 + t % 3) : b.zeros.data();
         }
-        *segment = Segment<R>{cin, rows, w.segment(t), w.ldb()};
+        s.segments[i] = Segment<R>{p.down[k].cin, rows, nullptr, b.down_w[k].ldb()};
       }
-    }
-    for (int64_t j = 0; j < b.cp; j += kTileC<acc_t<T>>) {
-      for (int i = 0; i < 9 * p.num_down; ++i) {
-        s.segments[i].b = WeightPanel<T>::at_channel(b.down_w[i / 9].segment(i % 9), j);
+      for (int64_t j = 0; j < b.cp; j += kTileC<A>) {
+        for (int i = first; i < last; ++i) {
+          s.segments[i].b = WeightPanel<T>::at_channel(b.down_w[i / 9].segment(i % 9), j);
+        }
+        tile_gemm(s.segments.data() + first, last - first, s.acc.data() + tile * kTileP * b.cp + j, b.cp);
       }
-      tile_gemm(s.segments.data(), 9 * p.num_down, s.acc.data() + first * b.cp + j, b.cp);
     }
   }
 }
