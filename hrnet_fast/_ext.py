@@ -131,12 +131,16 @@ def _host_cpu() -> str:
 
 
 def _fingerprint(name: str, files: list[Path], flags: dict[str, list[str]], include_dirs: list[Path]) -> str:
+    """What a build depends on: the flags, torch, Python, the CPU (native builds), every file under
+    ``csrc/`` and ``files``; a third-party library by its include folders' paths and its link flags
+    (which name its versioned file)."""
     digest = hashlib.sha256()
     for part in (name, torch.__version__, str(torch.version.cuda), sys.version, repr(sorted(flags.items()))):
         digest.update(part.encode())
+    digest.update(repr([str(d) for d in include_dirs]).encode())
     if "-march=native" in flags["cxx"]:
         digest.update(_host_cpu().encode())
-    tree = sorted({p for d in include_dirs for p in d.rglob("*") if p.suffix in _SOURCE_SUFFIXES} | set(files))
+    tree = sorted({p for p in SOURCE_DIR.rglob("*") if p.suffix in _SOURCE_SUFFIXES} | set(files))
     for path in tree:
         digest.update(str(path).encode())
         digest.update(path.read_bytes())
@@ -151,13 +155,22 @@ def _summarize(log: str, lines: int = 6) -> str:
     return " | ".join(picked)
 
 
-def build_and_load(name: str, files: list[Path], *, with_cuda: bool, include_dirs: list[Path] | None = None) -> Path:
+def build_and_load(
+    name: str,
+    files: list[Path],
+    *,
+    with_cuda: bool,
+    include_dirs: list[Path] | None = None,
+    ldflags: list[str] | None = None,
+) -> Path:
     """Build ``files`` into the cached library ``name`` (once per fingerprint) and load it into torch.
+    ``include_dirs`` and ``ldflags``: a third-party library's headers and link flags.
 
     Returns the library's path; raises :class:`ExtensionBuildError` with the compiler's message.
     """
     include_dirs = [SOURCE_DIR, *(include_dirs or [])]
     flags = build_flags(with_cuda)
+    flags["ldflags"] = [*flags["ldflags"], *(ldflags or [])]
     build_dir = cache_dir() / f"{name}-{_fingerprint(name, files, flags, include_dirs)}"
     library, done = build_dir / f"{name}.so", build_dir / "complete"
     if not (done.exists() and library.exists()):
@@ -262,3 +275,50 @@ def _load_just_in_time() -> Loaded:
         except ExtensionBuildError as exc:
             cuda_problem = f"the CUDA build failed, so the library was built for the CPU only: {exc}"
     return Loaded(build_and_load(LIBRARY_NAME, sources(False), with_cuda=False), cuda_problem)
+
+
+ONEDNN_LIBRARY_NAME = "hrnet_fast_onednn"
+ONEDNN_PACKAGES = "onednn-cpu-gomp onednn-devel-cpu-gomp"  # pip: oneDNN built for GNU OpenMP, and its headers
+
+
+def onednn_files(prefix: Path = Path(sys.prefix)) -> tuple[Path, Path] | None:
+    """(include folder, shared library) of the pip-installed oneDNN under ``prefix``, or None."""
+    include, library = prefix / "include", prefix / "lib" / "libdnnl.so.3"
+    if (include / "oneapi" / "dnnl" / "dnnl.hpp").exists() and library.exists():
+        return include, library
+    return None
+
+
+@functools.cache
+def _load_onednn_once() -> Path | ExtensionBuildError:
+    files = onednn_files()
+    if files is None:
+        return ExtensionBuildError(f"oneDNN is not installed (pip install {ONEDNN_PACKAGES})")
+    include, library = files
+    source = SOURCE_DIR / "onednn" / "onednn_conv.cpp"
+    if not source.exists():
+        return ExtensionBuildError(f"its source ({source}) is not installed; reinstall hrnet-fast")
+    real = library.resolve()  # libdnnl.so.3.<minor>: the version goes into the cache key
+    try:
+        return build_and_load(
+            ONEDNN_LIBRARY_NAME,
+            [source],
+            with_cuda=False,
+            include_dirs=[include],
+            ldflags=[str(real), f"-Wl,-rpath,{library.parent}"],
+        )
+    except ExtensionBuildError as exc:
+        return exc
+    except OSError as exc:
+        return ExtensionBuildError(f"loading it failed: {exc}")
+
+
+def load_onednn() -> Path:
+    """Load ``hrnet_fast_onednn`` (``csrc/onednn/``: convolutions through oneDNN's primitive API,
+    linked against the pip-installed oneDNN) once per process, building it just in time on first
+    use; raises ExtensionBuildError (also on later calls) where oneDNN is missing or the build fails."""
+    with _load_lock:
+        outcome = _load_onednn_once()
+    if isinstance(outcome, ExtensionBuildError):
+        raise ExtensionBuildError(str(outcome)) from outcome.__cause__
+    return outcome

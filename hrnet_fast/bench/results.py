@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -34,8 +35,17 @@ def environment(device: torch.device, command: str) -> dict:
         "torch": torch.__version__,
         "triton": triton_version,
         "python": platform.python_version(),
+        "onednn": _onednn_version() if device.type == "cpu" else None,
         "command": command,
     }
+
+
+def _onednn_version() -> str | None:
+    """The pip-installed oneDNN that ``optimize()`` calls directly on a CPU (None: not installed)."""
+    try:
+        return importlib.metadata.version("onednn-cpu-gomp")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _cpu_model() -> str:
@@ -54,6 +64,7 @@ def markdown_header(title: str, env: dict) -> str:
     return (
         f"## {title}: {env['device_name']} ({env['device']}), {env['date']}\n\n"
         f"torch {env['torch']}, triton {env['triton']}, Python {env['python']}, {env['cpu_count']} CPUs"
+        + (f", oneDNN {env['onednn']} (pip, called directly)" if env.get("onednn") else "")
         + (f"; load average {env['load'][0]:.1f} before, {env['load'][1]:.1f} after" if env.get("load") else "")
         + ".\n\n"
         f"Command: `{env['command']}`\n"

@@ -138,6 +138,12 @@ class OptimizedHRNet(nn.Module):
         self.plans = OpPlans(model, self._plan_state, max_plans=MAX_PACKED_SHAPES)
         self._versioned = _versioned_parameters(model)
 
+    def __setstate__(self, state: dict) -> None:
+        """Copies and unpickled engines count the versions of their own parameters (a copy made in
+        inference mode has inference tensors, which count none)."""
+        super().__setstate__(state)
+        self._versioned = _versioned_parameters(self.model)
+
     def _plan_state(self) -> tuple:
         """What a recorded CPU plan depends on besides the input: the backend selection and every
         parameter's version counter (an in-place change to a weight makes the next call record

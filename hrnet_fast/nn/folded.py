@@ -7,9 +7,11 @@ running var s2, eps), with scale = gamma / sqrt(s2 + eps):
 
 The fold is computed in float64 and rounded once to the weights' dtype. On a CPU the folded weight is
 also prepared once: the 3x3 stride-1 convs (HRNet's blocks) run Winograd F(2x2, 3x3) on a backend
-with a ``winograd_conv`` kernel (fp32 maps; the transformed weights are made once), every other
-conv oneDNN's fused call with the weight prepacked per input shape into its blocked layout (see
-``prepack_weight``), so neither reorders weights on every forward.
+with a ``winograd_conv`` kernel (fp32 maps; the transformed weights are made once); every other conv
+runs oneDNN with its weights reordered once per input shape into the blocked layout oneDNN picks:
+through oneDNN's primitive API directly (``ops/onednn_conv.py``: channels_last maps, no residual or
+one added in place; the primitive is made once too) where the pip-installed oneDNN is there, else
+through torch's fused call with the weight prepacked (``prepack_weight``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..ops import conv_bias_act, resolve_backend, winograd_panel
+from ..ops import conv_bias_act, requested_backend, resolve_backend, winograd_panel
 from ..ops.conv_act import prepack_weight
+from ..ops.onednn_conv import onednn_conv, onednn_conv_applies, prepare_onednn_conv
 from ..ops.registry import fused_kernel
 
 MAX_PACKED_SHAPES = 4  # prepacked copies kept per conv (one per input shape seen); more clears them
@@ -63,7 +66,8 @@ class FoldedConv(nn.Module):
         self.bias = nn.Parameter(bias, requires_grad=False)
         self.stride, self.padding, self.relu = conv.stride[0], conv.padding[0], relu
         self.backend: str | None = None
-        # (input shape, dtype) -> oneDNN's prepacked weight; WINOGRAD_KEY -> the transformed weights
+        # (input shape, dtype) -> oneDNN's prepacked weight; ("onednn", input shape, dtype, residual?) ->
+        # the oneDNN primitive; WINOGRAD_KEY -> the transformed weights
         self._packed: dict[tuple, Tensor] = {}
         self._packed_from: tuple | None = None  # the weight (storage, version) they were packed from
         self._winograd_shape: tuple = (None, False)  # (weight shape, whether winograd_conv fits it)
@@ -119,6 +123,38 @@ class FoldedConv(nn.Module):
                 prepared[key] = packed
         return packed
 
+    def onednn_primitive(self, x: Tensor, residual: Tensor | None, accumulate: bool):
+        """The conv as a oneDNN primitive for these operands (made on the first such call, remade when
+        the weight changes), or None where the direct oneDNN path does not apply: a residual that is
+        not ``accumulate`` (the result must not go into it), operands outside
+        :func:`~hrnet_fast.ops.onednn_conv.onednn_conv_applies`, the reference backend, compiling or
+        exporting."""
+        if (
+            (residual is not None and not accumulate)
+            or torch.compiler.is_compiling()
+            or not onednn_conv_applies(x, self.weight, residual)
+            or requested_backend(self.backend) == "reference"  # also while exporting
+        ):
+            return None
+        prepared = self._current()
+        key = ("onednn", tuple(x.shape), x.dtype, residual is not None)
+        primitive = prepared.get(key)
+        if primitive is None:
+            primitive = prepare_onednn_conv(
+                self.weight,
+                self.bias,
+                stride=self.stride,
+                padding=self.padding,
+                input_shape=key[1],
+                relu=self.relu,
+                residual=residual is not None,
+            )
+            if primitive is not None:
+                if len(prepared) >= MAX_PACKED_SHAPES:
+                    prepared.clear()
+                prepared[key] = primitive
+        return primitive
+
     def forward(self, x: Tensor, residual: Tensor | None = None, *, accumulate: bool = False) -> Tensor:
         """``accumulate``: ``residual`` is not needed afterwards, and may hold the result."""
         winograd = self.winograd_kernel(x)
@@ -128,6 +164,9 @@ class FoldedConv(nn.Module):
             if panel is None:
                 panel = prepared[WINOGRAD_KEY] = winograd_panel(self.weight)
             return winograd(x, self.weight, panel, self.bias, residual, self.relu)
+        primitive = self.onednn_primitive(x, residual, accumulate)
+        if primitive is not None:
+            return onednn_conv(primitive, x, residual)
         packed = None if torch.compiler.is_compiling() or x.dtype != self.weight.dtype else self.packed_weight(x)
         return conv_bias_act(
             x,
