@@ -57,6 +57,7 @@ def test_matches_the_reference(shape, c_out, k, stride, padding, dtype, residual
     conv = prepare_onednn_conv(
         w, b, stride=stride, padding=padding, input_shape=tuple(shape), relu=relu, residual=residual
     )
+    assert conv.implementation()  # oneDNN's name for the kernel it picked
     target = None if r is None else r.clone()
     out = onednn_conv(conv, x, target)
     if residual:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hrnet_fast import HEADS, HRNet, available_backends, optimize
+from hrnet_fast.models.engine import fold_sequential
 from hrnet_fast.nn import FoldedConv, fold_conv_bn
 from hrnet_fast.ops import conv_act as conv_act_mod
 from hrnet_fast.ops import conv_bias_act, conv_bias_act_reference, registry
@@ -111,6 +112,26 @@ def test_train_mode_is_refused_both_ways():
         optimize(nn.Conv2d(3, 3, 1))
     with pytest.raises(ValueError, match="dtype must be one of"):
         optimize(model, dtype=torch.float64)
+
+
+def test_every_plain_conv_becomes_one_folded_call_and_the_others_stay():
+    """A conv no BatchNorm follows (the pose head's last 1x1) runs as a FoldedConv without BN (one
+    fused library call, prepared once); a grouped, dilated or reflect-padded conv stays as it is."""
+    engine = optimize(trained_like(HRNet("w18_small_v1", head="pose")))
+    assert isinstance(engine.model.final_layer, FoldedConv) and not engine.model.final_layer.relu
+    assert not any(type(m) is nn.Conv2d for m in engine.model.modules())
+    odd = [
+        nn.Conv2d(4, 4, 3, padding=1, groups=2),
+        nn.Conv2d(4, 4, 3, padding=2, dilation=2),
+        nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"),
+        nn.Conv2d(4, 4, (1, 3), padding=(0, 1)),
+        nn.Conv2d(4, 4, 3, padding="same"),
+    ]
+    folded = fold_sequential(nn.Sequential(*odd, nn.Conv2d(4, 4, 1)))
+    assert list(folded)[:-1] == odd and isinstance(folded[-1], FoldedConv)
+    x = torch.randn(1, 4, 6, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(folded[-1](x), F.conv2d(x, folded[-1].weight, folded[-1].bias))
 
 
 def test_fold_conv_bn_equals_conv_then_eval_batchnorm():

@@ -86,11 +86,11 @@ class OneDnnConv : public torch::CustomClassHolder {
 
     // the weights, reordered once; the bias, copied
     const at::Tensor dense_weight = weight.contiguous();
-    const memory plain(memory::desc(weight.sizes().vec(), dt, memory::format_tag::oihw), cpu_engine(),
-                       dense_weight.data_ptr());
+    memory plain(memory::desc(weight.sizes().vec(), dt, memory::format_tag::oihw), cpu_engine(),
+                 dense_weight.data_ptr());
     weights_ = memory(pd.weights_desc(), cpu_engine());
     dnnl::stream stream(cpu_engine());
-    dnnl::reorder(plain, weights_).execute(stream, const_cast<memory&>(plain), weights_);
+    dnnl::reorder(plain, weights_).execute(stream, plain, weights_);
     stream.wait();
     bias_ = memory(bias_md, cpu_engine());
     std::memcpy(bias_.get_data_handle(), bias.contiguous().data_ptr(), bias_md.get_size());
@@ -120,8 +120,8 @@ class OneDnnConv : public torch::CustomClassHolder {
     return out;
   }
 
+  // oneDNN's name for the implementation it picked (brgconv:avx512_core_bf16, ...).
   std::string implementation() const { return implementation_; }
-  std::vector<int64_t> output_shape() const { return output_shape_; }
 
  private:
   void check_map(const at::Tensor& t, const std::vector<int64_t>& shape, const char* what) const {
@@ -156,8 +156,7 @@ TORCH_LIBRARY_FRAGMENT(hrnet_fast, m) {
   using hrnet_fast::onednn::OneDnnConv;
   m.class_<OneDnnConv>("OneDnnConv")
       .def(torch::init<at::Tensor, at::Tensor, std::vector<int64_t>, int64_t, int64_t, bool, bool>())
-      .def("implementation", &OneDnnConv::implementation)
-      .def("output_shape", &OneDnnConv::output_shape);
+      .def("implementation", &OneDnnConv::implementation);
   m.def("onednn_conv(__torch__.torch.classes.hrnet_fast.OneDnnConv conv, Tensor x) -> Tensor");
   m.def("onednn_conv_add_(__torch__.torch.classes.hrnet_fast.OneDnnConv conv, Tensor x, Tensor(a!) residual) -> Tensor(a!)");
 }

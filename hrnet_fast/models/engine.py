@@ -7,12 +7,13 @@ What it does to a copy of the model (the original is left as it was):
   - on CUDA, replays a captured CUDA graph per input shape (the first call with a shape warms up
     and captures; later calls replay), which removes HRNet's launch overhead;
   - on a CPU, runs the 3x3 stride-1 convs of the blocks as Winograd F(2x2, 3x3) on the ``cpp``
-    backend in fp32 (``winograd_conv``, 2.25x fewer multiplies), prepacks every other conv's weights
-    once per input shape into oneDNN's blocked layout, and runs each op on torch's intra-op
-    threads; with ``cpu_workers=True`` a batch of more than one image is split into chunks that
-    worker threads with one intra-op thread each take in turn (:mod:`hrnet_fast.nn.cpu_workers`)
-    instead. Otherwise the first call per input shape records the forward's ops, and later calls
-    replay them without the Python that chose them (:mod:`hrnet_fast.nn.op_plan`; ``cpu_plan``).
+    backend in fp32 (``winograd_conv``, 2.25x fewer multiplies), prepares every other conv once per
+    input shape for oneDNN (its weights in oneDNN's blocked layout; with the ``onednn`` extra the
+    whole primitive, called directly), and runs each op on torch's intra-op threads; with
+    ``cpu_workers=True`` a batch of more than one image is split into chunks that worker threads
+    with one intra-op thread each take in turn (:mod:`hrnet_fast.nn.cpu_workers`) instead.
+    Otherwise the first call per input shape records the forward's ops, and later calls replay them
+    without the Python that chose them (:mod:`hrnet_fast.nn.op_plan`; ``cpu_plan``).
 The fusion steps keep running through ``hrnet_fast.ops`` with the model's backend. Under
 ``torch.compile`` it runs the folded model as plain ops and lets the compiler fuse and graph them.
 """
@@ -67,11 +68,30 @@ class FoldedBottleneck(nn.Module):
         return self.conv3(self.conv2(self.conv1(x)), shortcut, accumulate=True)
 
 
+def _plain_conv(module: nn.Module) -> bool:
+    """A conv :class:`FoldedConv` runs as it is: square kernel, stride and zero padding, undilated,
+    ungrouped (a head's last 1x1 conv, which no BatchNorm follows)."""
+    if type(module) is not nn.Conv2d:
+        return False
+    k, stride, padding = module.kernel_size, module.stride, module.padding
+    return (
+        module.groups == 1
+        and module.dilation == (1, 1)
+        and module.padding_mode == "zeros"
+        and k[0] == k[1]
+        and stride[0] == stride[1]
+        and not isinstance(padding, str)
+        and padding[0] == padding[1]
+    )
+
+
 def _folded(module: nn.Module) -> nn.Module:
     if isinstance(module, BasicBlock):
         return FoldedBasicBlock(module)
     if isinstance(module, Bottleneck):
         return FoldedBottleneck(module)
+    if _plain_conv(module):
+        return FoldedConv(module)
     if isinstance(module, nn.Sequential):
         return fold_sequential(module)
     fold_children_(module)
