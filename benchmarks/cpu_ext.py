@@ -74,6 +74,24 @@ def alternate(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2) 
     return samples
 
 
+def summary_row(samples: dict[str, list[float]], outputs: dict[str, object], reference: object, base: dict) -> dict:
+    """``base`` plus, per runner, its median and minimum in ms (``<name>_ms``, ``<name>_min_ms``) and
+    its largest difference from ``reference`` (``<name>_err``; tensors or lists of them), and the
+    last runner's speedup over each other one (``<last>_vs_<name>``, medians)."""
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    ref = reference if isinstance(reference, list | tuple) else [reference]
+    row = dict(base)
+    for name, seconds in med.items():
+        row[f"{name}_ms"] = seconds * 1e3
+        row[f"{name}_min_ms"] = min(samples[name]) * 1e3
+        out = outputs[name] if isinstance(outputs[name], list | tuple) else [outputs[name]]
+        row[f"{name}_err"] = max((a.float() - b.float()).abs().max().item() for a, b in zip(out, ref, strict=True))
+    last = list(med)[-1]
+    for name in list(med)[:-1]:
+        row[f"{last}_vs_{name}"] = med[name] / med[last]
+    return row
+
+
 def bench_op(reps: int) -> list[dict]:
     rows = []
     for fmt_name, fmt in FORMATS.items():

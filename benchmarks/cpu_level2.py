@@ -30,12 +30,11 @@ import copy
 import functools
 import json
 import os
-import statistics
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from cpu_ext import alternate, cpp_run_setup
+from cpu_ext import alternate, cpp_run_setup, summary_row
 
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.bench.report import table
@@ -71,22 +70,6 @@ def without_level2(fn: Callable[[], object]) -> Callable[[], object]:
     return run
 
 
-def _row(samples: dict[str, list[float]], outputs: dict[str, object], reference: object, base: dict) -> dict:
-    """Medians, minima, the last runner's speedup over each other one, errors against ``reference``."""
-    med = {k: statistics.median(v) for k, v in samples.items()}
-    ref = reference if isinstance(reference, list | tuple) else [reference]
-    row = dict(base)
-    for name, seconds in med.items():
-        row[f"{name}_ms"] = seconds * 1e3
-        row[f"{name}_min_ms"] = min(samples[name]) * 1e3
-        out = outputs[name] if isinstance(outputs[name], list | tuple) else [outputs[name]]
-        row[f"{name}_err"] = max((a.float() - b.float()).abs().max().item() for a, b in zip(out, ref, strict=True))
-    last = list(med)[-1]
-    for name in list(med)[:-1]:
-        row[f"{last}_vs_{name}"] = med[name] / med[last]
-    return row
-
-
 def bench_step(reps: int) -> list[dict]:
     widths, sizes = stage_widths("w32", 4), branch_sizes(256, 192)
     torch.manual_seed(0)
@@ -110,7 +93,7 @@ def bench_step(reps: int) -> list[dict]:
             with torch.inference_mode():
                 outputs = {k: f() for k, f in fns.items()}
                 samples = alternate(fns, reps)
-            rows.append(_row(samples, outputs, outputs["reference"], {"dtype": dname, "layout": fname}))
+            rows.append(summary_row(samples, outputs, outputs["reference"], {"dtype": dname, "layout": fname}))
             print(f"  step {dname} {fname}: " + ", ".join(f"{k} {v:.2f}" for k, v in rows[-1].items() if "vs" in k))
     return rows
 
@@ -151,7 +134,7 @@ def bench_branches(reps: int) -> list[dict]:
             }
             outputs = {k: f() for k, f in fns.items()}
             samples = alternate(fns, reps)
-            row = _row(samples, outputs, fusion_branch_reference(*args), {"branch": i})
+            row = summary_row(samples, outputs, fusion_branch_reference(*args), {"branch": i})
             macs = sum(x[0, 0].numel() // s**2 * x.shape[1] * w[0, 0].numel() for x, w, s, _ in paths)
             flops = 2 * BATCH * widths[i] * macs
             row["kernel_gflops"] = flops / row["kernel_ms"] / 1e6
@@ -177,7 +160,8 @@ def bench_model(reps: int) -> list[dict]:
     with torch.inference_mode():
         outputs = {k: f() for k, f in fns.items()}
         samples = alternate(fns, reps, warmup=1)
-    row = _row(samples, outputs, outputs["reference"], {"model": "w32 pose 256x192", "dtype": "fp32", "layout": "cl"})
+    base = {"model": "w32 pose 256x192", "dtype": "fp32", "layout": "cl"}
+    row = summary_row(samples, outputs, outputs["reference"], base)
     print("  model: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items() if "vs" in k))
     return [row]
 

@@ -17,12 +17,11 @@ import argparse
 import contextlib
 import json
 import os
-import statistics
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from cpu_ext import alternate, cpp_run_setup
+from cpu_ext import alternate, cpp_run_setup, summary_row
 
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.bench.report import table
@@ -60,16 +59,10 @@ def bench(reps: int) -> list[dict]:
         fns = {"torch": torch_call, "direct": lambda e=engines["direct"], x=x: e(x)}
         with torch.inference_mode():
             samples = alternate(fns, reps, warmup=3)  # the plans: first call as Python, second records
-            diff = (fns["direct"]().float() - fns["torch"]().float()).abs().max().item()
-        med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
-        row = {"batch": batch, "dtype": str(dtype).removeprefix("torch.")}
-        for k in fns:
-            row[f"{k}_ms"] = med[k]
-            row[f"{k}_min_ms"] = min(samples[k]) * 1e3
-        row["direct_vs_torch"] = med["torch"] / med["direct"]
-        row["max_diff"] = diff
-        rows.append(row)
-        print(f"  b{batch} {row['dtype']}: torch's call {med['torch']:.2f} ms, direct {med['direct']:.2f} ms")
+            outputs = {name: fn() for name, fn in fns.items()}
+        base = {"batch": batch, "dtype": str(dtype).removeprefix("torch.")}
+        rows.append(row := summary_row(samples, outputs, outputs["torch"], base))
+        print(f"  b{batch} {row['dtype']}: torch's call {row['torch_ms']:.2f} ms, direct {row['direct_ms']:.2f} ms")
     return rows
 
 
@@ -81,7 +74,7 @@ COLUMNS = [
     ("torch_min_ms", "torch's call min", ".2f"),
     ("direct_min_ms", "direct min", ".2f"),
     ("direct_vs_torch", "speedup", ".3f"),
-    ("max_diff", "max |direct - torch's|", ".1e"),
+    ("direct_err", "max |direct - torch's|", ".1e"),
 ]
 
 

@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 from pathlib import Path
 
 import torch
-from cpu_ext import alternate, cpp_run_setup
+from cpu_ext import alternate, cpp_run_setup, summary_row
 
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.bench.report import table
@@ -42,17 +41,11 @@ def bench(reps: int) -> list[dict]:
         fns = {name: (lambda e=engine, x=x: e(x)) for name, engine in engines.items()}
         with torch.inference_mode():
             samples = alternate(fns, reps, warmup=3)  # the plan's first call runs as Python, its second records
-            diff = (fns["plan"]().float() - fns["python"]().float()).abs().max().item()
+            outputs = {name: fn() for name, fn in fns.items()}
         assert engines["plan"].plans.num_plans == 1, "the plan engine did not record its plan"
-        med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
-        row = {"batch": batch, "dtype": str(dtype).removeprefix("torch.")}
-        for k in fns:
-            row[f"{k}_ms"] = med[k]
-            row[f"{k}_min_ms"] = min(samples[k]) * 1e3
-        row["plan_vs_python"] = med["python"] / med["plan"]
-        row["max_diff"] = diff
-        rows.append(row)
-        print(f"  b{batch} {row['dtype']}: python {med['python']:.2f} ms, plan {med['plan']:.2f} ms")
+        base = {"batch": batch, "dtype": str(dtype).removeprefix("torch.")}
+        rows.append(row := summary_row(samples, outputs, outputs["python"], base))
+        print(f"  b{batch} {row['dtype']}: python {row['python_ms']:.2f} ms, plan {row['plan_ms']:.2f} ms")
     return rows
 
 
@@ -64,7 +57,7 @@ COLUMNS = [
     ("python_min_ms", "python min", ".2f"),
     ("plan_min_ms", "plan min", ".2f"),
     ("plan_vs_python", "speedup", ".3f"),
-    ("max_diff", "max |plan - python|", ".1e"),
+    ("plan_err", "max |plan - python|", ".1e"),
 ]
 
 
