@@ -92,6 +92,21 @@ def summary_row(samples: dict[str, list[float]], outputs: dict[str, object], ref
     return row
 
 
+def pair_columns(first: str, first_label: str, second: str, second_label: str) -> list[tuple[str, str, str]]:
+    """The table columns of a two-runner :func:`summary_row` over batches and dtypes (``second`` is
+    the last runner: its speedup over ``first`` and its difference from ``first``'s output)."""
+    return [
+        ("batch", "batch", "d"),
+        ("dtype", "dtype", "s"),
+        (f"{first}_ms", f"{first_label} ms", ".2f"),
+        (f"{second}_ms", f"{second_label} ms", ".2f"),
+        (f"{first}_min_ms", f"{first_label} min", ".2f"),
+        (f"{second}_min_ms", f"{second_label} min", ".2f"),
+        (f"{second}_vs_{first}", "speedup", ".3f"),
+        (f"{second}_err", f"max |{second_label} - {first_label}|", ".1e"),
+    ]
+
+
 def bench_op(reps: int) -> list[dict]:
     rows = []
     for fmt_name, fmt in FORMATS.items():

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from cpu_ext import alternate, cpp_run_setup, summary_row
+from cpu_ext import alternate, cpp_run_setup, pair_columns, summary_row
 
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.bench.report import table
@@ -66,16 +66,7 @@ def bench(reps: int) -> list[dict]:
     return rows
 
 
-COLUMNS = [
-    ("batch", "batch", "d"),
-    ("dtype", "dtype", "s"),
-    ("torch_ms", "torch's call ms", ".2f"),
-    ("direct_ms", "direct ms", ".2f"),
-    ("torch_min_ms", "torch's call min", ".2f"),
-    ("direct_min_ms", "direct min", ".2f"),
-    ("direct_vs_torch", "speedup", ".3f"),
-    ("direct_err", "max |direct - torch's|", ".1e"),
-]
+COLUMNS = pair_columns("torch", "torch's call", "direct", "direct")
 
 
 def main(argv: list[str] | None = None) -> int:

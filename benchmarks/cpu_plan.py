@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 import torch
-from cpu_ext import alternate, cpp_run_setup, summary_row
+from cpu_ext import alternate, cpp_run_setup, pair_columns, summary_row
 
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.bench.report import table
@@ -49,16 +49,7 @@ def bench(reps: int) -> list[dict]:
     return rows
 
 
-COLUMNS = [
-    ("batch", "batch", "d"),
-    ("dtype", "dtype", "s"),
-    ("python_ms", "python ms", ".2f"),
-    ("plan_ms", "plan ms", ".2f"),
-    ("python_min_ms", "python min", ".2f"),
-    ("plan_min_ms", "plan min", ".2f"),
-    ("plan_vs_python", "speedup", ".3f"),
-    ("plan_err", "max |plan - python|", ".1e"),
-]
+COLUMNS = pair_columns("python", "python", "plan", "plan")
 
 
 def main(argv: list[str] | None = None) -> int:
