@@ -165,3 +165,19 @@ def test_one_primitive_runs_on_several_threads_at_once():
     for outs, ref in zip(results, expected, strict=True):
         for out in outs:
             torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
+
+
+def test_bench_environment_says_whether_the_path_is_on(monkeypatch):
+    from hrnet_fast.bench.results import environment, onednn_text
+
+    env = environment(torch.device("cpu"), "x")
+    assert env["onednn"] and env["onednn_off"] is None
+    assert onednn_text(env) == f", oneDNN {env['onednn']} (pip, called directly)"
+    monkeypatch.setenv(DISABLE_ENV, "0")
+    onednn_conv_status.cache_clear()
+    try:
+        off = environment(torch.device("cpu"), "x")
+    finally:
+        onednn_conv_status.cache_clear()
+    assert onednn_text(off) == f", oneDNN {env['onednn']} (pip, not called directly: turned off by {DISABLE_ENV}=0)"
+    assert onednn_text({"onednn": None}) == ""

@@ -169,7 +169,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     load_before = _load()
     meta = results.environment(args.device, " ".join(["hrnet-fast", *args.argv]))
     triton = meta["triton"] or "not installed"
-    print(f"{meta['device_name']} ({args.device}), torch {meta['torch']}, triton {triton}, {meta['date']}")
+    onednn = results.onednn_text(meta)
+    print(f"{meta['device_name']} ({args.device}), torch {meta['torch']}, triton {triton}{onednn}, {meta['date']}")
     copy_bw = copy_bandwidth(args.device)
     meta["copy_gb_per_s"] = copy_bw / 1e9
     print(f"copy bandwidth (read + write) measured in this run: {copy_bw / 1e9:.1f} GB/s", flush=True)

@@ -27,6 +27,7 @@ def environment(device: torch.device, command: str) -> dict:
         triton_version = triton.__version__
     except ImportError:
         triton_version = None
+    onednn, onednn_off = _onednn() if device.type == "cpu" else (None, None)
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "device": str(device),
@@ -35,17 +36,23 @@ def environment(device: torch.device, command: str) -> dict:
         "torch": torch.__version__,
         "triton": triton_version,
         "python": platform.python_version(),
-        "onednn": _onednn_version() if device.type == "cpu" else None,
+        "onednn": onednn,
+        "onednn_off": onednn_off,
         "command": command,
     }
 
 
-def _onednn_version() -> str | None:
-    """The pip-installed oneDNN that ``optimize()`` calls directly on a CPU (None: not installed)."""
+def _onednn() -> tuple[str | None, str | None]:
+    """The pip-installed oneDNN's version (None: not installed) and, when it is installed, why
+    ``optimize()`` does not call it directly on this CPU (None: it does; checking may build the
+    library on first use)."""
     try:
-        return importlib.metadata.version("onednn-cpu-gomp")
+        version = importlib.metadata.version("onednn-cpu-gomp")
     except importlib.metadata.PackageNotFoundError:
-        return None
+        return None, None
+    from ..ops.onednn_conv import onednn_conv_status
+
+    return version, onednn_conv_status()
 
 
 def _cpu_model() -> str:
@@ -59,12 +66,20 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def onednn_text(env: dict) -> str:
+    """ ", oneDNN <version> (pip, called directly)" (or why it was not), "" where it was not installed."""
+    if not env.get("onednn"):
+        return ""
+    off = env.get("onednn_off")
+    return f", oneDNN {env['onednn']} " + (f"(pip, not called directly: {off})" if off else "(pip, called directly)")
+
+
 def markdown_header(title: str, env: dict) -> str:
     """The heading of a results section: what, where, when, with which versions, by which command."""
     return (
         f"## {title}: {env['device_name']} ({env['device']}), {env['date']}\n\n"
         f"torch {env['torch']}, triton {env['triton']}, Python {env['python']}, {env['cpu_count']} CPUs"
-        + (f", oneDNN {env['onednn']} (pip, called directly)" if env.get("onednn") else "")
+        + onednn_text(env)
         + (f"; load average {env['load'][0]:.1f} before, {env['load'][1]:.1f} after" if env.get("load") else "")
         + ".\n\n"
         f"Command: `{env['command']}`\n"
