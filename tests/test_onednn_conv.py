@@ -93,7 +93,7 @@ def _primitives(conv):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_folded_conv_takes_it_for_channels_last_maps_and_follows_weight_updates(dtype):
+def test_folded_conv_takes_it_for_channels_last_maps_and_follows_weight_and_bias_updates(dtype):
     conv = _folded().to(dtype)  # stride 2: oneDNN (3x3 stride-1 fp32 convs run winograd_conv on cpp)
     x = torch.randn(2, 8, 9, 7).to(dtype).contiguous(memory_format=CL)
     with torch.no_grad():
@@ -106,6 +106,12 @@ def test_folded_conv_takes_it_for_channels_last_maps_and_follows_weight_updates(
     assert_matches(again, ref, exact, str(dtype), tol=1e-5)
     assert not torch.equal(first, again)
     assert len(_primitives(conv)) == 1  # remade for the new weight
+    with torch.no_grad():
+        conv.bias.add_(1.0)  # the primitive holds a copy of the bias: an in-place change remakes it too
+        shifted = conv(x)
+    ref = conv_bias_act_reference(x, conv.weight, conv.bias, 2, 1, None, True)
+    exact = conv_bias_act_reference(x.double(), conv.weight.double(), conv.bias.double(), 2, 1, None, True)
+    assert_matches(shifted, ref, exact, f"{dtype} new bias", tol=1e-5)
 
 
 def test_folded_conv_keeps_torchs_call_where_it_does_not_apply():

@@ -16,6 +16,8 @@ through torch's fused call with the weight prepacked (``prepack_weight``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -68,8 +70,8 @@ class FoldedConv(nn.Module):
         self.backend: str | None = None
         # (input shape, dtype) -> oneDNN's prepacked weight; ("onednn", input shape, dtype, residual?) ->
         # the oneDNN primitive; WINOGRAD_KEY -> the transformed weights
-        self._packed: dict[tuple, Tensor] = {}
-        self._packed_from: tuple | None = None  # the weight (storage, version) they were packed from
+        self._packed: dict[tuple, object] = {}
+        self._packed_from: tuple | None = None  # the weight's and bias's (storage, version) they came from
         self._winograd_shape: tuple = (None, False)  # (weight shape, whether winograd_conv fits it)
 
     def __getstate__(self):
@@ -79,15 +81,30 @@ class FoldedConv(nn.Module):
         state["_packed"], state["_packed_from"] = {}, None
         return state
 
-    def _current(self) -> dict[tuple, Tensor]:
-        """The prepared weights, emptied when the weight changed since they were made."""
-        w = self.weight
-        version = None if w.is_inference() else w._version  # inference tensors count no versions
-        weight_id = (w.dtype, w.device, w.data_ptr(), version)
-        if weight_id != self._packed_from:
+    def _current(self) -> dict[tuple, object]:
+        """The prepared weights, emptied when the weight or the bias (which a oneDNN primitive
+        copies) changed since they were made."""
+        params_id = tuple(
+            (p.dtype, p.device, p.data_ptr(), None if p.is_inference() else p._version)  # inference: no versions
+            for p in (self.weight, self.bias)
+        )
+        if params_id != self._packed_from:
             self._packed.clear()
-            self._packed_from = weight_id
+            self._packed_from = params_id
         return self._packed
+
+    def _prepared(self, key: tuple, make: Callable[[], object]):
+        """``prepared[key]``, made by ``make()`` on first use (None: nothing to keep); more than
+        MAX_PACKED_SHAPES entries clear them all."""
+        prepared = self._current()
+        value = prepared.get(key)
+        if value is None:
+            value = make()
+            if value is not None:
+                if len(prepared) >= MAX_PACKED_SHAPES:
+                    prepared.clear()
+                prepared[key] = value
+        return value
 
     def winograd_kernel(self, x: Tensor):
         """The ``winograd_conv`` kernel to run this conv on ``x`` with, or None where it does not
@@ -112,16 +129,11 @@ class FoldedConv(nn.Module):
     def packed_weight(self, x: Tensor) -> Tensor | None:
         """The weight prepacked for oneDNN for inputs shaped like ``x`` (made on the first such call,
         remade when the weight changes), or None where no prepacked path applies."""
-        prepared = self._current()
-        key = (tuple(x.shape), x.dtype)
-        packed = prepared.get(key)
-        if packed is None:
-            packed = prepack_weight(self.weight, stride=self.stride, padding=self.padding, input_shape=key[0])
-            if packed is not None:
-                if len(prepared) >= MAX_PACKED_SHAPES:
-                    prepared.clear()
-                prepared[key] = packed
-        return packed
+        shape = tuple(x.shape)
+        return self._prepared(
+            (shape, x.dtype),
+            lambda: prepack_weight(self.weight, stride=self.stride, padding=self.padding, input_shape=shape),
+        )
 
     def onednn_primitive(self, x: Tensor, residual: Tensor | None, accumulate: bool):
         """The conv as a oneDNN primitive for these operands (made on the first such call, remade when
@@ -136,33 +148,25 @@ class FoldedConv(nn.Module):
             or requested_backend(self.backend) == "reference"  # also while exporting
         ):
             return None
-        prepared = self._current()
-        key = ("onednn", tuple(x.shape), x.dtype, residual is not None)
-        primitive = prepared.get(key)
-        if primitive is None:
-            primitive = prepare_onednn_conv(
+        shape, with_residual = tuple(x.shape), residual is not None
+        return self._prepared(
+            ("onednn", shape, x.dtype, with_residual),
+            lambda: prepare_onednn_conv(
                 self.weight,
                 self.bias,
                 stride=self.stride,
                 padding=self.padding,
-                input_shape=key[1],
+                input_shape=shape,
                 relu=self.relu,
-                residual=residual is not None,
-            )
-            if primitive is not None:
-                if len(prepared) >= MAX_PACKED_SHAPES:
-                    prepared.clear()
-                prepared[key] = primitive
-        return primitive
+                residual=with_residual,
+            ),
+        )
 
     def forward(self, x: Tensor, residual: Tensor | None = None, *, accumulate: bool = False) -> Tensor:
         """``accumulate``: ``residual`` is not needed afterwards, and may hold the result."""
         winograd = self.winograd_kernel(x)
         if winograd is not None:
-            prepared = self._current()
-            panel = prepared.get(WINOGRAD_KEY)
-            if panel is None:
-                panel = prepared[WINOGRAD_KEY] = winograd_panel(self.weight)
+            panel = self._prepared(WINOGRAD_KEY, lambda: winograd_panel(self.weight))
             return winograd(x, self.weight, panel, self.bias, residual, self.relu)
         primitive = self.onednn_primitive(x, residual, accumulate)
         if primitive is not None:
