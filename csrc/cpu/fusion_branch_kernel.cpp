@@ -1,7 +1,8 @@
 // fusion_branch on the CPU (see fusion_branch_problem.h for the math), every path in one pass.
 //
-// Work is split into tasks of one band of output rows of one sample (at::parallel_for, OpenMP). A task
-// accumulates its band into an fp32 (fp64 for double) tile of pixels x channels that stays in cache:
+// Work is split into tasks of one band of output rows of one sample and one block of output channels
+// (at::parallel_for, OpenMP). A task accumulates its band into an fp32 (fp64 for double) tile of
+// pixels x its channels that stays in cache:
 //   1. the stride-2 3x3 convs as an implicit GEMM: per block of kTileP output pixels, one segment per
 //      path and tap whose rows are the input pixels under that tap (zero rows for the padding), all
 //      multiplied into one register tile (tile_gemm.h);
@@ -27,6 +28,7 @@ namespace {
 
 constexpr int64_t kBandBytes = 256 << 10;  // accumulator tile of one task, at most (unless one row is more)
 constexpr int kTasksPerThread = 4;
+constexpr int64_t kMinBandPixels = 4 * kTileP;  // a band of fewer pixels splits the channels instead
 constexpr int64_t kBlockBytes = 512 << 10;  // weights of one block of segments, all channels (stay in L2)
 
 // Rows [row0, row0 + count) of one sample of a map, channels last in the operand type: GEMM rows are
@@ -128,22 +130,32 @@ struct Scratch {
   std::vector<Segment<R>> segments;
 };
 
-// Step 1: acc (rows of pixels [y0, y1) x w, cp channels) += every stride-2 3x3 conv, one segment per
-// path and tap. The segments go in blocks of at most kBlockBytes of weights, each multiplied into
+// One task: output rows [y0, y1) of sample n, channels [j0, j1) (multiples of kTileC but the last
+// may end at cp). Its accumulator tile is (y1 - y0) * w pixels x width() channels.
+struct Task {
+  int64_t n;
+  int32_t y0, y1;
+  int64_t j0, j1;
+  int64_t width() const { return j1 - j0; }
+};
+
+// Step 1: acc (the task's pixels x its channels) += every stride-2 3x3 conv, one segment per path and
+// tap. The segments go in blocks of at most kBlockBytes of weights, each multiplied into
 // every pixel tile of the band before the next: a block's weights stay in L2 across the tiles.
 template <typename T, bool kDirect>
-void add_down_convs(const Branch<T>& b, int64_t n, int32_t y0, int32_t y1, Scratch<T>& s) {
+void add_down_convs(const Branch<T>& b, const Task& task, Scratch<T>& s) {
   using R = operand_t<T>;
   using A = acc_t<T>;
   const FusionBranchProblem& p = b.p;
-  const int64_t pixels = int64_t{y1 - y0} * p.w;
+  const int32_t y0 = task.y0, y1 = task.y1;
+  const int64_t pixels = int64_t{y1 - y0} * p.w, width = task.width();
   const int64_t tiles = (pixels + kTileP - 1) / kTileP;
   const int count = 9 * p.num_down;
   s.staged.resize(p.num_down);
   std::vector<StagedRows<T, kDirect>> inputs;
   for (int k = 0; k < p.num_down; ++k) {  // input rows 2 * y0 - 1 .. 2 * y1 - 1
     const ConvPath& path = p.down[k];
-    inputs.emplace_back(path.x, n, 2 * y0 - 1, 2 * (y1 - y0) + 1, path.cin, s.staged[k], b.zeros.data());
+    inputs.emplace_back(path.x, task.n, 2 * y0 - 1, 2 * (y1 - y0) + 1, path.cin, s.staged[k], b.zeros.data());
   }
   s.row_pointers.resize(count * kTileP);
   s.segments.resize(count);
@@ -151,7 +163,7 @@ void add_down_convs(const Branch<T>& b, int64_t n, int32_t y0, int32_t y1, Scrat
     int64_t k_sum = p.down[first / 9].cin;
     for (last = first + 1; last < count; ++last) {
       const int64_t k = p.down[last / 9].cin;
-      if ((k_sum + k) * b.cp * static_cast<int64_t>(sizeof(R)) > kBlockBytes) break;
+      if ((k_sum + k) * width * static_cast<int64_t>(sizeof(R)) > kBlockBytes) break;
       k_sum += k;
     }
     for (int64_t tile = 0; tile < tiles; ++tile) {
@@ -165,29 +177,30 @@ void add_down_convs(const Branch<T>& b, int64_t n, int32_t y0, int32_t y1, Scrat
         }
         s.segments[i] = Segment<R>{p.down[k].cin, rows, nullptr, b.down_w[k].ldb()};
       }
-      for (int64_t j = 0; j < b.cp; j += kTileC<A>) {
+      for (int64_t j = task.j0; j < task.j1; j += kTileC<A>) {
         for (int i = first; i < last; ++i) {
           s.segments[i].b = WeightPanel<T>::at_channel(b.down_w[i / 9].segment(i % 9), j);
         }
-        tile_gemm(s.segments.data() + first, last - first, s.acc.data() + tile * kTileP * b.cp + j, b.cp);
+        tile_gemm(s.segments.data() + first, last - first, s.acc.data() + tile * kTileP * width + j - task.j0, width);
       }
     }
   }
 }
 
-// Step 2 for low path k: project the low rows that output rows [y0, y1) read, then add their
-// interpolation to acc. Bilinear blends along x, then y: h0 * (w0 * a + w1 * b) + h1 * (...).
+// Step 2 for low path k: project the low rows that the task's output rows read (its channels), then
+// add their interpolation to acc. Bilinear blends along x, then y: h0 * (w0 * a + w1 * b) + h1 * (...).
 template <typename T, bool kDirect>
-void add_projection(const Branch<T>& b, int k, int64_t n, int32_t y0, int32_t y1, Scratch<T>& s) {
+void add_projection(const Branch<T>& b, int k, const Task& task, Scratch<T>& s) {
   using A = acc_t<T>;
   const FusionBranchProblem& p = b.p;
   const ConvPath& path = p.low[k];
   const Axis<A>& ay = b.low_y[k];
+  const int32_t y0 = task.y0, y1 = task.y1;
   const int32_t r0 = taps(ay, y0).i0, r1 = taps(ay, y1 - 1).i1;  // source rows [r0, r1]
-  const int64_t lw = path.x.w, pixels = int64_t{r1 - r0 + 1} * lw, cp = b.cp;
+  const int64_t lw = path.x.w, pixels = int64_t{r1 - r0 + 1} * lw, cp = task.width();
   s.proj.assign(round_up(pixels, kTileP) * cp, A(0));
   s.staged.resize(std::max<size_t>(s.staged.size(), 1));
-  const StagedRows<T, kDirect> input(path.x, n, r0, r1 - r0 + 1, path.cin, s.staged[0], b.zeros.data());
+  const StagedRows<T, kDirect> input(path.x, task.n, r0, r1 - r0 + 1, path.cin, s.staged[0], b.zeros.data());
   s.row_pointers.resize(kTileP);
   for (int64_t first = 0; first < pixels; first += kTileP) {
     for (int q = 0; q < kTileP; ++q) {
@@ -195,10 +208,10 @@ void add_projection(const Branch<T>& b, int k, int64_t n, int32_t y0, int32_t y1
       s.row_pointers[q] = pixel < pixels ? input.pixel(r0 + pixel / lw, pixel % lw) : b.zeros.data();
     }
     const WeightPanel<T>& w = b.low_w[k];
-    for (int64_t j = 0; j < cp; j += kTileC<A>) {
+    for (int64_t j = task.j0; j < task.j1; j += kTileC<A>) {
       const Segment<operand_t<T>> seg{path.cin, s.row_pointers.data(), WeightPanel<T>::at_channel(w.segment(0), j),
                                       w.ldb()};
-      tile_gemm(&seg, 1, s.proj.data() + first * cp + j, cp);
+      tile_gemm(&seg, 1, s.proj.data() + first * cp + j - task.j0, cp);
     }
   }
   const std::vector<Taps<A>>& tx = b.low_x[k];
@@ -220,11 +233,12 @@ void add_projection(const Branch<T>& b, int k, int64_t n, int32_t y0, int32_t y1
   }
 }
 
-// Step 3: out = act(acc + bias + base), rounded once, in the output's layout.
+// Step 3: out = act(acc + bias + base), rounded once, in the output's layout (the task's channels).
 template <typename T, bool kChannelsLast>
-void write_band(const Branch<T>& b, int64_t n, int32_t y0, int32_t y1, const acc_t<T>* acc) {
+void write_band(const Branch<T>& b, const Task& task, const acc_t<T>* acc) {
   using A = acc_t<T>;
   const FusionBranchProblem& p = b.p;
+  const int64_t n = task.n, width = task.width(), j0 = task.j0, j1 = std::min<int64_t>(task.j1, p.c);
   const T* base = static_cast<const T*>(p.base.data);
   T* out = static_cast<T*>(const_cast<void*>(p.out.data));
   const bool relu = p.relu;
@@ -232,19 +246,19 @@ void write_band(const Branch<T>& b, int64_t n, int32_t y0, int32_t y1, const acc
     const A v = a + b.bias[j] + to_acc(base_value);
     return from_acc<T>(relu && v < A(0) ? A(0) : v);  // v < 0 ? 0 : v keeps NaN, as torch.relu
   };
-  for (int32_t y = y0; y < y1; ++y) {
-    const A* row = acc + int64_t{y - y0} * p.w * b.cp;
+  for (int32_t y = task.y0; y < task.y1; ++y) {
+    const A* row = acc + int64_t{y - task.y0} * p.w * width;  // row[x * width + j - j0]: channel j
     if (kChannelsLast) {
       for (int32_t x = 0; x < p.w; ++x) {
         const T* src = base + pixel_offset(p.base, n, y, x);
         T* dst = out + pixel_offset(p.out, n, y, x);
-        for (int32_t j = 0; j < p.c; ++j) dst[j] = value(row[x * b.cp + j], src[j], j);
+        for (int64_t j = j0; j < j1; ++j) dst[j] = value(row[x * width + j - j0], src[j], j);
       }
     } else {
-      for (int32_t j = 0; j < p.c; ++j) {
+      for (int64_t j = j0; j < j1; ++j) {
         const T* src = base + pixel_offset(p.base, n, y, 0) + j * p.base.channel_stride;
         T* dst = out + pixel_offset(p.out, n, y, 0) + j * p.out.channel_stride;
-        for (int32_t x = 0; x < p.w; ++x) dst[x] = value(row[x * b.cp + j], src[x], j);
+        for (int32_t x = 0; x < p.w; ++x) dst[x] = value(row[x * width + j - j0], src[x], j);
       }
     }
   }
@@ -256,22 +270,30 @@ void run_branch(const FusionBranchProblem& problem) {
   constexpr bool kDirect = kChannelsLast && std::is_same_v<T, operand_t<T>>;  // GEMM rows read in place
   const Branch<T> b(problem);
   const FusionBranchProblem& p = b.p;
-  // Bands: enough tasks for every thread, each accumulator tile within kBandBytes.
+  // Tasks: enough for every thread. Bands of rows first, each accumulator tile within kBandBytes and,
+  // where the map allows, at least kMinBandPixels (a thinner band half-fills its pixel tiles and
+  // reads all the weights again); then blocks of channel tiles if that leaves too few tasks.
+  const int64_t wanted = int64_t{kTasksPerThread} * at::get_num_threads();
   const int64_t row_bytes = int64_t{p.w} * b.cp * static_cast<int64_t>(sizeof(A));
-  const int64_t wanted = (int64_t{kTasksPerThread} * at::get_num_threads() + p.n - 1) / p.n;
-  const int64_t bands = std::min<int64_t>(p.h, std::max(wanted, (row_bytes * p.h + kBandBytes - 1) / kBandBytes));
+  const int64_t fitting = (row_bytes * p.h + kBandBytes - 1) / kBandBytes;  // bands the byte limit needs
+  const int64_t widest = std::max<int64_t>(1, p.h / ((kMinBandPixels + p.w - 1) / p.w));  // bands of enough pixels
+  const int64_t bands = std::min<int64_t>(p.h, std::max(fitting, std::min((wanted + p.n - 1) / p.n, widest)));
   const int32_t rows = static_cast<int32_t>((p.h + bands - 1) / bands);
   const int64_t per_sample = (p.h + rows - 1) / rows;
-  at::parallel_for(0, p.n * per_sample, 1, [&](int64_t begin, int64_t end) {
+  const int64_t channel_tiles = b.cp / kTileC<A>;
+  const int64_t blocks = std::min(channel_tiles, std::max<int64_t>(1, wanted / (p.n * per_sample)));
+  const int64_t block = (channel_tiles + blocks - 1) / blocks * kTileC<A>;  // channels per block
+  const int64_t per_band = (b.cp + block - 1) / block;
+  at::parallel_for(0, p.n * per_sample * per_band, 1, [&](int64_t begin, int64_t end) {
     Scratch<T> s;
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / per_sample;
-      const int32_t y0 = static_cast<int32_t>(task % per_sample) * rows;
-      const int32_t y1 = std::min(y0 + rows, p.h);
-      s.acc.assign(round_up(int64_t{y1 - y0} * p.w, kTileP) * b.cp, A(0));
-      if (p.num_down > 0) add_down_convs<T, kDirect>(b, n, y0, y1, s);
-      for (int k = 0; k < p.num_low; ++k) add_projection<T, kDirect>(b, k, n, y0, y1, s);
-      write_band<T, kChannelsLast>(b, n, y0, y1, s.acc.data());
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t band = i / per_band, j0 = i % per_band * block;
+      const int32_t y0 = static_cast<int32_t>(band % per_sample) * rows;
+      const Task task{band / per_sample, y0, std::min(y0 + rows, p.h), j0, std::min(j0 + block, b.cp)};
+      s.acc.assign(round_up(int64_t{task.y1 - task.y0} * p.w, kTileP) * task.width(), A(0));
+      if (p.num_down > 0) add_down_convs<T, kDirect>(b, task, s);
+      for (int k = 0; k < p.num_low; ++k) add_projection<T, kDirect>(b, k, task, s);
+      write_band<T, kChannelsLast>(b, task, s.acc.data());
     }
   });
 }
