@@ -9,10 +9,10 @@ dtype, on the CPU. With a residual ((N, C_out, H', W'), channels_last) the resul
 memory (oneDNN's sum post-op) and the residual is returned; act is ReLU or the identity.
 
 torch's own oneDNN call (``mkldnn._convolution_pointwise``) rebuilds its descriptors and looks the
-primitive up on every call: on a 2-core AMD EPYC a 1x1 conv on a 2x2 map took 29 us through it
-and 10 us here (one-off measurement), the same oneDNN kernels (brgconv) and the same results otherwise. torch does not
+primitive up on every call: on a 2-core AMD EPYC a 1x1 conv on a 2x2 map took 29 us through it and
+10 us here (one-off measurement), with the same oneDNN kernels (brgconv) and results. torch does not
 export its oneDNN, so this library links the one of the pip packages ``onednn-cpu-gomp`` (built for
-GNU OpenMP, the runtime of torch's threads, so both share one thread pool and its thread count) and
+GNU OpenMP, the runtime of PyPI's torch, so both share one thread pool and its thread count) and
 ``onednn-devel-cpu-gomp`` (headers): ``pip install hrnet-fast[onednn]``. Without them, or with
 ``HRNET_FAST_ONEDNN=0``, :func:`onednn_conv_status` says why and callers use torch's call.
 """
