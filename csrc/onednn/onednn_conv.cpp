@@ -25,9 +25,10 @@ namespace {
 
 using dnnl::memory;
 
+// Never destroyed: primitives and memories that Python frees at interpreter exit still refer to it.
 const dnnl::engine& cpu_engine() {
-  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
+  static const dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
+  return *engine;
 }
 
 memory::data_type data_type(at::ScalarType t) {
