@@ -241,30 +241,42 @@ class Loaded:
 _load_lock = threading.Lock()
 
 
+def _once(load):
+    """``load`` run once per process, under the load lock; its failure (ExtensionBuildError, or the
+    OSError of a library that does not load: missing symbols, wrong torch) is kept and raised again
+    on later calls, without building again."""
+
+    @functools.cache
+    def outcome():
+        try:
+            return load()
+        except ExtensionBuildError as exc:
+            return exc
+        except OSError as exc:
+            return ExtensionBuildError(f"loading it failed: {exc}")
+
+    @functools.wraps(load)
+    def loaded():
+        with _load_lock:
+            result = outcome()
+        if isinstance(result, ExtensionBuildError):
+            raise ExtensionBuildError(str(result)) from result.__cause__
+        return result
+
+    return loaded
+
+
+@_once
 def load() -> Loaded:
     """Load the library once per process (building it if needed); raises ExtensionBuildError, also
     on later calls, without building again."""
-    with _load_lock:
-        outcome = _load_once()
-    if isinstance(outcome, ExtensionBuildError):
-        raise ExtensionBuildError(str(outcome)) from outcome.__cause__
-    return outcome
-
-
-@functools.cache
-def _load_once() -> Loaded | ExtensionBuildError:
-    try:
-        aot = aot_library()
-        if aot is not None:
-            torch.ops.load_library(str(aot))
-            return Loaded(aot, None)
-        if not SOURCE_DIR.is_dir():
-            raise ExtensionBuildError(f"its sources ({SOURCE_DIR}) are not installed; reinstall hrnet-fast")
-        return _load_just_in_time()
-    except ExtensionBuildError as exc:
-        return exc
-    except OSError as exc:  # a library that does not load (missing symbols, wrong torch)
-        return ExtensionBuildError(f"loading it failed: {exc}")
+    aot = aot_library()
+    if aot is not None:
+        torch.ops.load_library(str(aot))
+        return Loaded(aot, None)
+    if not SOURCE_DIR.is_dir():
+        raise ExtensionBuildError(f"its sources ({SOURCE_DIR}) are not installed; reinstall hrnet-fast")
+    return _load_just_in_time()
 
 
 def _load_just_in_time() -> Loaded:
@@ -289,36 +301,23 @@ def onednn_files(prefix: Path = Path(sys.prefix)) -> tuple[Path, Path] | None:
     return None
 
 
-@functools.cache
-def _load_onednn_once() -> Path | ExtensionBuildError:
-    files = onednn_files()
-    if files is None:
-        return ExtensionBuildError(f"oneDNN is not installed (pip install {ONEDNN_PACKAGES})")
-    include, library = files
-    source = SOURCE_DIR / "onednn" / "onednn_conv.cpp"
-    if not source.exists():
-        return ExtensionBuildError(f"its source ({source}) is not installed; reinstall hrnet-fast")
-    real = library.resolve()  # libdnnl.so.3.<minor>: the version goes into the cache key
-    try:
-        return build_and_load(
-            ONEDNN_LIBRARY_NAME,
-            [source],
-            with_cuda=False,
-            include_dirs=[include],
-            ldflags=[str(real), f"-Wl,-rpath,{library.parent}"],
-        )
-    except ExtensionBuildError as exc:
-        return exc
-    except OSError as exc:
-        return ExtensionBuildError(f"loading it failed: {exc}")
-
-
+@_once
 def load_onednn() -> Path:
     """Load ``hrnet_fast_onednn`` (``csrc/onednn/``: convolutions through oneDNN's primitive API,
     linked against the pip-installed oneDNN) once per process, building it just in time on first
     use; raises ExtensionBuildError (also on later calls) where oneDNN is missing or the build fails."""
-    with _load_lock:
-        outcome = _load_onednn_once()
-    if isinstance(outcome, ExtensionBuildError):
-        raise ExtensionBuildError(str(outcome)) from outcome.__cause__
-    return outcome
+    files = onednn_files()
+    if files is None:
+        raise ExtensionBuildError(f"oneDNN is not installed (pip install {ONEDNN_PACKAGES})")
+    include, library = files
+    source = SOURCE_DIR / "onednn" / "onednn_conv.cpp"
+    if not source.exists():
+        raise ExtensionBuildError(f"its source ({source}) is not installed; reinstall hrnet-fast")
+    real = library.resolve()  # libdnnl.so.3.<minor>: the version goes into the cache key
+    return build_and_load(
+        ONEDNN_LIBRARY_NAME,
+        [source],
+        with_cuda=False,
+        include_dirs=[include],
+        ldflags=[str(real), f"-Wl,-rpath,{library.parent}"],
+    )
