@@ -132,6 +132,11 @@ def test_every_plain_conv_becomes_one_folded_call_and_the_others_stay():
     x = torch.randn(1, 4, 6, 5)
     with torch.no_grad():
         torch.testing.assert_close(folded[-1](x), F.conv2d(x, folded[-1].weight, folded[-1].bias))
+    # with a BatchNorm after it, such a conv stays unfolded too (FoldedConv would pad with zeros)
+    reflect = nn.Sequential(odd[2], trained_like(nn.Sequential(nn.BatchNorm2d(4)))[0]).eval()
+    assert list(fold_sequential(reflect)) == list(reflect)
+    with pytest.raises(ValueError, match="zero-padded"):
+        FoldedConv(odd[2])
 
 
 def test_fold_conv_bn_equals_conv_then_eval_batchnorm():

@@ -68,29 +68,12 @@ class FoldedBottleneck(nn.Module):
         return self.conv3(self.conv2(self.conv1(x)), shortcut, accumulate=True)
 
 
-def _plain_conv(module: nn.Module) -> bool:
-    """A conv :class:`FoldedConv` runs as it is: square kernel, stride and zero padding, undilated,
-    ungrouped (a head's last 1x1 conv, which no BatchNorm follows)."""
-    if type(module) is not nn.Conv2d:
-        return False
-    k, stride, padding = module.kernel_size, module.stride, module.padding
-    return (
-        module.groups == 1
-        and module.dilation == (1, 1)
-        and module.padding_mode == "zeros"
-        and k[0] == k[1]
-        and stride[0] == stride[1]
-        and not isinstance(padding, str)
-        and padding[0] == padding[1]
-    )
-
-
 def _folded(module: nn.Module) -> nn.Module:
     if isinstance(module, BasicBlock):
         return FoldedBasicBlock(module)
     if isinstance(module, Bottleneck):
         return FoldedBottleneck(module)
-    if _plain_conv(module):
+    if type(module) is nn.Conv2d and FoldedConv.supports(module):  # a conv no BatchNorm follows (a head's last)
         return FoldedConv(module)
     if isinstance(module, nn.Sequential):
         return fold_sequential(module)
@@ -99,10 +82,11 @@ def _folded(module: nn.Module) -> nn.Module:
 
 
 def fold_sequential(seq: nn.Sequential) -> nn.Sequential:
-    """Replace each Conv2d, BatchNorm2d[, ReLU] run with one FoldedConv; fold inside the rest."""
+    """Replace each Conv2d, BatchNorm2d[, ReLU] run with one FoldedConv (where it supports the conv);
+    fold inside the rest."""
     items, out, i = list(seq), [], 0
     while i < len(items):
-        if isinstance(items[i], nn.Conv2d) and i + 1 < len(items) and isinstance(items[i + 1], nn.BatchNorm2d):
+        if FoldedConv.supports(items[i]) and i + 1 < len(items) and isinstance(items[i + 1], nn.BatchNorm2d):
             relu = i + 2 < len(items) and isinstance(items[i + 2], nn.ReLU)
             out.append(FoldedConv(items[i], items[i + 1], relu))
             i += 3 if relu else 2

@@ -61,8 +61,10 @@ class FoldedConv(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None, relu: bool = False):
         super().__init__()
-        if conv.groups != 1 or conv.dilation != (1, 1) or conv.stride[0] != conv.stride[1]:
-            raise ValueError(f"FoldedConv supports square-stride, undilated, ungrouped convs, got {conv}")
+        if not self.supports(conv):
+            raise ValueError(
+                f"FoldedConv supports square-kernel, square-stride, zero-padded, undilated, ungrouped convs, got {conv}"
+            )
         weight, bias = fold_conv_bn(conv, bn)
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = nn.Parameter(bias, requires_grad=False)
@@ -73,6 +75,23 @@ class FoldedConv(nn.Module):
         self._packed: dict[tuple, object] = {}
         self._packed_from: tuple | None = None  # the weight's and bias's (storage, version) they came from
         self._winograd_shape: tuple = (None, False)  # (weight shape, whether winograd_conv fits it)
+
+    @staticmethod
+    def supports(conv: nn.Module) -> bool:
+        """Whether ``conv`` is a conv this computes: an ``nn.Conv2d`` with a square kernel, stride and
+        padding, zero padding, undilated and ungrouped."""
+        if not isinstance(conv, nn.Conv2d):
+            return False
+        k, stride, padding = conv.kernel_size, conv.stride, conv.padding
+        return (
+            conv.groups == 1
+            and conv.dilation == (1, 1)
+            and conv.padding_mode == "zeros"
+            and k[0] == k[1]
+            and stride[0] == stride[1]
+            and not isinstance(padding, str)
+            and padding[0] == padding[1]
+        )
 
     def __getstate__(self):
         """Copies and pickles leave the prepared weights behind (oneDNN's prepacked tensors are
