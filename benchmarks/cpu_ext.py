@@ -92,18 +92,19 @@ def summary_row(samples: dict[str, list[float]], outputs: dict[str, object], ref
     return row
 
 
-def pair_columns(first: str, first_label: str, second: str, second_label: str) -> list[tuple[str, str, str]]:
-    """The table columns of a two-runner :func:`summary_row` over batches and dtypes (``second`` is
-    the last runner: its speedup over ``first`` and its difference from ``first``'s output)."""
+def runner_columns(*runners: tuple[str, str]) -> list[tuple[str, str, str]]:
+    """The table columns of a :func:`summary_row` over batches and dtypes for ``(name, label)``
+    runners: each one's median and minimum, the last one's speedup over each other one, and each
+    later one's difference from the first one's output."""
+    (_, first_label), *later = runners
+    last, last_label = runners[-1]
     return [
         ("batch", "batch", "d"),
         ("dtype", "dtype", "s"),
-        (f"{first}_ms", f"{first_label} ms", ".2f"),
-        (f"{second}_ms", f"{second_label} ms", ".2f"),
-        (f"{first}_min_ms", f"{first_label} min", ".2f"),
-        (f"{second}_min_ms", f"{second_label} min", ".2f"),
-        (f"{second}_vs_{first}", "speedup", ".3f"),
-        (f"{second}_err", f"max |{second_label} - {first_label}|", ".1e"),
+        *[(f"{name}_ms", f"{label} ms", ".2f") for name, label in runners],
+        *[(f"{name}_min_ms", f"{label} min", ".2f") for name, label in runners],
+        *[(f"{last}_vs_{name}", f"{last_label} vs {label}", ".3f") for name, label in runners[:-1]],
+        *[(f"{name}_err", f"max |{label} - {first_label}|", ".1e") for name, label in later],
     ]
 
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from cpu_ext import alternate, cpp_run_setup, pair_columns, summary_row
+from cpu_ext import alternate, cpp_run_setup, runner_columns, summary_row
 
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.bench.report import table
@@ -66,7 +66,7 @@ def bench(reps: int) -> list[dict]:
     return rows
 
 
-COLUMNS = pair_columns("torch", "torch's call", "direct", "direct")
+COLUMNS = runner_columns(("torch", "torch's call"), ("direct", "direct"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,11 +1,12 @@
 """``optimize()``'s CPU op plans (``hrnet_fast/nn/op_plan.py``), side by side in one run with the
-same engine running its forward as Python (``cpu_plan=False``).
+same engine running its forward as Python (``cpu_plan=False``) and replaying its plan in Python
+(``engine.plans.native = False``) instead of in C++ (``csrc/plan_replay.cpp``, the default).
 
 HRNet-W32 pose forward, 256x192, channels_last, backend cpp, batch 1 and 8, float32 and bfloat16.
-Calls alternate (python, plan, python, plan, ...) so load from other processes hits both alike;
-medians (and minima) over the rounds. The two must give the same outputs bit for bit (the plan runs
-the same ops); the largest difference is reported. Writes cpu_plan.json and cpu_plan.md to --out
-when given.
+Calls alternate (python, python replay, plan, python, ...) so load from other processes hits all
+alike; medians (and minima) over the rounds. All must give the same outputs bit for bit (the plans
+run the same ops); the largest differences are reported. Writes cpu_plan.json and cpu_plan.md to
+--out when given.
 
     python benchmarks/cpu_plan.py [--threads N] [--reps 15] [--out DIR]
 """
@@ -18,7 +19,7 @@ import os
 from pathlib import Path
 
 import torch
-from cpu_ext import alternate, cpp_run_setup, pair_columns, summary_row
+from cpu_ext import alternate, cpp_run_setup, runner_columns, summary_row
 
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.bench.report import table
@@ -35,21 +36,26 @@ def bench(reps: int) -> list[dict]:
     for batch, dtype in CASES:
         engines = {
             "python": optimize(model, dtype=dtype, backend="cpp", cpu_plan=False),
+            "replay": optimize(model, dtype=dtype, backend="cpp"),
             "plan": optimize(model, dtype=dtype, backend="cpp"),
         }
+        engines["replay"].plans.native = False
         x = torch.randn(batch, 3, 256, 192).to(dtype).contiguous(memory_format=torch.channels_last)
         fns = {name: (lambda e=engine, x=x: e(x)) for name, engine in engines.items()}
         with torch.inference_mode():
             samples = alternate(fns, reps, warmup=3)  # the plan's first call runs as Python, its second records
             outputs = {name: fn() for name, fn in fns.items()}
-        assert engines["plan"].plans.num_plans == 1, "the plan engine did not record its plan"
+        for name in ("replay", "plan"):
+            plans = engines[name].plans
+            assert plans.num_plans == 1, f"the {name} engine did not record its plan"
+            assert plans.num_native_plans == plans.native, f"the {name} engine's plan replays in the wrong place"
         base = {"batch": batch, "dtype": str(dtype).removeprefix("torch.")}
         rows.append(row := summary_row(samples, outputs, outputs["python"], base))
-        print(f"  b{batch} {row['dtype']}: python {row['python_ms']:.2f} ms, plan {row['plan_ms']:.2f} ms")
+        print(f"  b{batch} {row['dtype']}: " + ", ".join(f"{name} {row[name + '_ms']:.2f} ms" for name in engines))
     return rows
 
 
-COLUMNS = pair_columns("python", "python", "plan", "plan")
+COLUMNS = runner_columns(("python", "python"), ("replay", "py replay"), ("plan", "plan"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(setup)
     text = table(rows := bench(args.reps), COLUMNS)
-    print(f"\nHRNet-W32 pose forward, optimize() channels_last, forward as Python and as a replayed plan\n{text}")
+    print(f"\nHRNet-W32 pose forward, optimize() channels_last: Python, plan replayed in Python, in C++\n{text}")
     env["load"] = (load_before, os.getloadavg()[0])
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -72,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "cpu_plan.md").write_text(
             markdown_header("optimize()'s CPU op plans (benchmarks/cpu_plan.py)", env)
             + f"\n{setup}.\n\nHRNet-W32 pose forward, 256x192, optimize() (backend cpp, channels_last) running its "
-            f"forward as Python (cpu_plan=False) and as the replayed op plan (the default):\n\n```\n{text}\n```\n"
+            "forward as Python (cpu_plan=False), replaying its op plan in Python (plans.native = False) and "
+            f"in C++ (the default):\n\n```\n{text}\n```\n"
         )
     return 0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 import textwrap
 from pathlib import Path
 
@@ -34,6 +35,32 @@ def test_every_cpp_kernel_serves_an_op_defined_once_in_python():
         schema = getattr(torch.ops.hrnet_fast, f"{op}_cpp").default._schema
         assert str(schema) == f"hrnet_fast::{op}_cpp{specs[op].schema}"
     assert not [i for i in torch._C._dispatch_find_dangling_impls() if "name: hrnet_fast::" in i]
+
+
+def test_the_cpu_sources_parse_as_cpp17():
+    """The GPU machine's just-in-time builds pass -std=c++17 (torch 2.11); this torch passes c++20."""
+    from torch.utils import cpp_extension
+
+    includes = [f"-I{_ext.SOURCE_DIR}", *(f"-isystem{p}" for p in cpp_extension.include_paths())]
+    includes.append(f"-isystem{sysconfig.get_paths()['include']}")
+    sources = _ext.sources(with_cuda=False)
+    if _ext.onednn_files() is not None:
+        includes.append(f"-isystem{_ext.onednn_files()[0]}")
+        sources.append(_ext.SOURCE_DIR / "onednn" / "onednn_conv.cpp")
+    assert len(sources) >= 7
+    for batch in (sources[i : i + 2] for i in range(0, len(sources), 2)):  # two compilers at a time
+        jobs = [
+            subprocess.Popen(
+                ["c++", "-std=c++17", "-fsyntax-only", "-fopenmp", *includes, str(source)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for source in batch
+        ]
+        for job in jobs:
+            output, _ = job.communicate()
+            assert job.returncode == 0, f"{job.args[-1]} does not compile as C++17:\n{output[-4000:]}"
 
 
 def test_auto_picks_the_cpp_backend_on_cpu_tensors():

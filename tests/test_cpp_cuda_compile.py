@@ -85,7 +85,7 @@ def ptxas_resources(output: str) -> list[dict]:
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not found (PATH, /usr/local/bin)")
 def test_nvcc_compiles_the_kernels_for_sm90_without_spills(tmp_path):
-    flags = [*cpp_extension.COMMON_NVCC_FLAGS, "-std=c++20", *_ext.build_flags(with_cuda=True)["nvcc"]]
+    flags = [*cpp_extension.COMMON_NVCC_FLAGS, "-std=c++17", *_ext.build_flags(with_cuda=True)["nvcc"]]
     assert "-gencode=arch=compute_90,code=sm_90" in flags
     commands = [
         [NVCC, *flags, "-Xptxas=-v", f"-I{_ext.SOURCE_DIR}", "-c", str(k), "-o", str(tmp_path / f"{k.stem}.o")]
@@ -109,6 +109,6 @@ def test_nvcc_compiles_the_kernels_for_sm90_without_spills(tmp_path):
 @pytest.mark.skipif(_ext.cuda_home() is None, reason="no CUDA toolkit headers")
 def test_the_cuda_bindings_parse_against_the_torch_and_cuda_headers():
     # The CPU build of torch ships the c10/cuda headers but not their generated config header.
-    flags = ["-std=c++20", "-fsyntax-only", "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE", f"-I{_ext.SOURCE_DIR}"]
+    flags = ["-std=c++17", "-fsyntax-only", "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE", f"-I{_ext.SOURCE_DIR}"]
     flags += [f"-isystem{p}" for p in cpp_extension.include_paths()] + [f"-isystem{_ext.cuda_home()}/include"]
     _run_all([["c++", *flags, str(source)] for source in BINDINGS])

@@ -8,6 +8,7 @@ import pytest
 import torch
 from test_optimize import trained_like
 from torch import nn
+from torch.utils._pytree import tree_flatten
 from triton_helpers import TRITON_UNAVAILABLE, interpreted
 
 import hrnet_fast.nn.op_plan as op_plan
@@ -51,6 +52,15 @@ def test_engine_replays_its_forward_with_the_python_forwards_results(pose, repla
     engine = optimize(pose, dtype=dtype, channels_last=channels_last)
     _check_replays(engine, dtype, channels_last)
     assert replays[0] == 2
+    assert engine.plans.num_native_plans == 1  # replayed in C++ (csrc/plan_replay.cpp)
+
+
+def test_a_plan_replayed_in_python_gives_the_same_results(pose, replays):
+    engine = optimize(pose, dtype=torch.bfloat16)
+    engine.plans.native = False
+    _check_replays(engine, torch.bfloat16, True)
+    assert replays[0] == 2
+    assert engine.plans.num_native_plans == 0
 
 
 @pytest.mark.skipif(TRITON_UNAVAILABLE is not None or not interpreted(), reason="Triton runs on the CPU interpreted")
@@ -60,6 +70,7 @@ def test_engine_on_triton_replays_its_python_implemented_custom_ops(pose, replay
     assert replays[0] == 2
     ops = {str(call.op) for call in next(iter(engine.plans._plans.values())).calls}
     assert "hrnet_fast.fusion_branch_triton.default" in ops
+    assert engine.plans.num_native_plans == 1  # C++ calls back into the ops' Python kernels
 
 
 def _check_replays(engine, dtype, channels_last):
@@ -138,15 +149,44 @@ class _SplitCat(nn.Module):
         return torch.cat([b, a], dim=1), a.sum()
 
 
-def test_a_replay_feeds_each_op_the_results_it_was_recorded_with(replays):
-    module = _SplitCat()
+class _Assorted(nn.Module):
+    """What the C++ replay converts: list arguments mixing results and constants, keyword and
+    default arguments, scalars, dtypes and memory formats, an op with two results, an in-place op,
+    a constant tensor, an output structure with a Python constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("bias", torch.randn(1, 4, 1, 1))
+
+    def forward(self, x):
+        y = torch.nn.functional.relu(x * 2.5 + self.bias)
+        values, indices = y.max(dim=1, keepdim=True)
+        values.add_(1.0, alpha=0.5)
+        z = torch.cat([y, self.bias.expand(x.shape[0], 4, *x.shape[2:]), values], dim=1)
+        z = z.contiguous(memory_format=torch.channels_last).to(torch.float64)
+        return {"z": z, "indices": indices, "scale": 2.5}
+
+
+def _equal(got, expected) -> bool:
+    """The same structure, tensors equal in values, dtype and strides, other leaves equal."""
+    got_leaves, got_spec = tree_flatten(got)
+    expected_leaves, expected_spec = tree_flatten(expected)
+    return got_spec == expected_spec and all(
+        torch.equal(g, e) and g.dtype == e.dtype and g.stride() == e.stride() if isinstance(e, torch.Tensor) else g == e
+        for g, e in zip(got_leaves, expected_leaves, strict=True)
+    )
+
+
+@pytest.mark.parametrize(("module", "native"), [(_SplitCat(), False), (_Assorted(), True)])
+def test_a_replay_feeds_each_op_the_results_it_was_recorded_with(replays, module, native):
     plans = OpPlans(module, state=lambda: 0)
     with torch.inference_mode():
         for _ in range(4):
             x = torch.randn(3, 4, 5, 5)
             got, expected = plans(x), module(x)
-            assert all(torch.equal(g, e) for g, e in zip(got, expected, strict=True))
+            assert _equal(got, expected)
     assert replays[0] == 2
+    assert plans.num_native_plans == native  # split returns a list of tensors: that plan replays in Python
 
 
 class _DataDependent(nn.Module):
@@ -220,3 +260,54 @@ def test_a_global_module_hook_added_after_the_plan_still_runs(replays):
         plans(torch.randn(3, 4, 5, 5))
     assert seen == [module]
     assert replays[0] == 2  # before the hook and after its removal
+
+
+def test_plans_replay_in_python_where_the_cpp_library_does_not_load(monkeypatch, replays):
+    import hrnet_fast._ext as ext
+
+    def unavailable():
+        raise ext.ExtensionBuildError("no compiler here")
+
+    monkeypatch.setattr(ext, "load", unavailable)
+    module = _Assorted()
+    plans = OpPlans(module, state=lambda: 0)
+    with torch.inference_mode():
+        for _ in range(4):
+            x = torch.randn(3, 4, 5, 5)
+            assert _equal(plans(x), module(x))
+    assert replays[0] == 2
+    assert plans.num_plans == 1 and plans.num_native_plans == 0
+
+
+def _plan_replay(slots: int, outputs: list[int]):
+    from hrnet_fast._ext import load
+
+    load()
+    return torch.classes.hrnet_fast.PlanReplay(slots, outputs)
+
+
+def test_plan_replay_runs_numbers_as_pythons_wrapped_scalars():
+    replay = _plan_replay(3, [2])
+    replay.add_call("aten::mul", "Tensor", [None, 2.5], [[0, -1, 0]], [1], [])
+    replay.add_call("aten::cat", "", [(None, None), 1], [[0, 0, 1], [0, 1, 0]], [2], [1])
+    x = torch.randint(-5, 5, (2, 3))  # int64: times a wrapped 2.5 gives float32, times a tensor float64
+    (out,) = replay.run(x)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, torch.cat([x * 2.5, x], 1))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (("aten::relu", "", [None], [[0, -1, 5]], [1], []), "ref slot 5 is outside"),
+        (("aten::relu", "", [None, None], [[0, -1, 0]], [1], []), "takes 1 arguments, got 2"),
+        (("aten::relu", "", [None], [[0, -1, 0]], [1, 2], []), "returns 1 values, got 2"),
+        (("aten::add", "Tensor", [None, "x", 1], [[0, -1, 0]], [1], []), "argument other is a str, not a Tensor"),
+        (("aten::cat", "", [(None,), 0], [[0, 3, 0]], [1], []), "has no element 3"),
+        (("aten::relu", "", [None], [[0, 0, 0]], [1], []), "is not a list"),
+        (("aten::split", "Tensor", [None, 2, 0], [[0, -1, 0]], [1], []), "only tensors are replayed"),
+    ],
+)
+def test_plan_replay_refuses_calls_that_do_not_fit_their_schema(call, message):
+    with pytest.raises(RuntimeError, match=message):
+        _plan_replay(3, [1]).add_call(*call)

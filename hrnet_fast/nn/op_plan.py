@@ -20,10 +20,16 @@ forward whose ops return Python values (``.item()``: its control flow may depend
 write into a tensor that is not one of its own results, or that runs module hooks (a replay would
 skip them) gets no plan: it keeps running as Python, with a debug line.
 Inference only: plans are recorded and replayed without autograd.
+
+Where the ``cpp`` backend's library loads (``hrnet_fast._C``), a plan runs in C++
+(``csrc/plan_replay.cpp``: each op a boxed dispatcher call, about 1 us) instead of a Python loop
+(about 10 us per call of an op taking a prepared oneDNN primitive); ``OpPlans(native=False)``, or
+an op the C++ replay cannot take (one returning something other than tensors), keeps the Python loop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -31,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from torch.utils.weak import WeakIdKeyDictionary
 
 log = logging.getLogger(__name__)
@@ -66,6 +72,7 @@ class _Plan:
     calls: tuple[_Call, ...]
     slots: int
     outputs: object  # the forward's output structure, tensors replaced by _Slot
+    native: _NativePlan | None = None  # the same plan in C++, where it could be made
 
 
 @dataclass(frozen=True)
@@ -159,11 +166,8 @@ class _Recorder(TorchDispatchMode):
 
 
 def _slots_in(value) -> list[_Slot]:
-    if isinstance(value, _Slot):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [s for v in value for s in _slots_in(v)]
-    return []
+    """The slots in a structure of lists, tuples and dicts (a forward's output, an op's arguments)."""
+    return [leaf for leaf in tree_flatten(value)[0] if isinstance(leaf, _Slot)]
 
 
 _HOOK_KINDS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
@@ -180,8 +184,81 @@ def _hooked(fn) -> bool:
     return _global_hooks() or any(getattr(m, kind, None) for m in modules for kind in _HOOK_KINDS)
 
 
+# c10::MemoryFormat's values: the one constant type torch's Any conversion does not infer
+_MEMORY_FORMATS = {
+    torch.contiguous_format: 0,
+    torch.preserve_format: 1,
+    torch.channels_last: 2,
+    torch.channels_last_3d: 3,
+}
+
+
+def _constant(value):
+    """A recorded constant as ``PlanReplay.add_call`` takes it (sequences as tuples)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_constant(v) for v in value)
+    if isinstance(value, torch.memory_format):
+        return _MEMORY_FORMATS[value]
+    return value
+
+
+class _NativePlan:
+    """A :class:`_Plan` as a ``torch.classes.hrnet_fast.PlanReplay`` (``csrc/plan_replay.cpp``)."""
+
+    def __init__(self, plan: _Plan):
+        self.leaves, self.spec = tree_flatten(plan.outputs)
+        self.replay = torch.classes.hrnet_fast.PlanReplay(plan.slots, [s.i for s in _slots_in(self.leaves)])
+        for call in plan.calls:
+            schema = call.op._schema
+            names = [a.name for a in schema.arguments]
+            values = []
+            for i, arg in enumerate(schema.arguments):
+                if i < len(call.args):
+                    values.append(call.args[i])
+                elif arg.name in call.kwargs:
+                    values.append(call.kwargs[arg.name])
+                elif arg.has_default_value():
+                    values.append(arg.default_value)
+                else:
+                    raise _NoPlan(f"{call.op} was called without its argument {arg.name}")
+            refs = []
+            for key, ref in call.refs:
+                index = key if isinstance(key, int) else names.index(key)
+                if isinstance(ref, _Slot):
+                    refs.append([index, -1, ref.i])
+                    values[index] = None
+                else:
+                    refs += [[index, j, r.i] for j, r in enumerate(ref) if isinstance(r, _Slot)]
+                    values[index] = [None if isinstance(r, _Slot) else r for r in ref]
+            results = [-1 if r is None else r for r in call.results] if schema.returns else []
+            try:
+                self.replay.add_call(
+                    schema.name, schema.overload_name, [_constant(v) for v in values], refs, results, list(call.frees)
+                )
+            except (RuntimeError, KeyError) as exc:
+                raise _NoPlan(f"{call.op}: {exc}") from None
+
+    def __call__(self, x: Tensor):
+        tensors = iter(self.replay.run(x))
+        return tree_unflatten([next(tensors) if isinstance(s, _Slot) else s for s in self.leaves], self.spec)
+
+
+def _native(plan: _Plan) -> _Plan:
+    """``plan`` with its C++ replay where ``hrnet_fast._C`` loads and takes every op, else as it is."""
+    from .._ext import ExtensionBuildError, load
+
+    try:
+        load()
+        return dataclasses.replace(plan, native=_NativePlan(plan))
+    except (ExtensionBuildError, _NoPlan) as reason:
+        log.debug("OpPlans: replaying in Python: %s", reason)
+        return plan
+
+
 def _replay(plan: _Plan, x: Tensor):
     """The plan's ops run on ``x``: each reads its constants and the earlier results it recorded."""
+    if plan.native is not None:
+        return plan.native(x)
     env: list = [None] * plan.slots
     env[0] = x
     for call in plan.calls:
@@ -212,11 +289,14 @@ class OpPlans:
 
     ``state()`` is called on every call; a plan recorded under another state is recorded afresh.
     At most ``max_plans`` signatures are kept (more clears them all: a stream of new sizes records
-    each once, as the first call of a size does anyway).
+    each once, as the first call of a size does anyway). ``native``: replay in C++ where it can
+    (see the module docstring), else always in Python.
     """
 
-    def __init__(self, fn: Callable[[Tensor], object], state: Callable[[], Hashable], max_plans: int = 4):
-        self.fn, self.state, self.max_plans = fn, state, max_plans
+    def __init__(
+        self, fn: Callable[[Tensor], object], state: Callable[[], Hashable], max_plans: int = 4, native: bool = True
+    ):
+        self.fn, self.state, self.max_plans, self.native = fn, state, max_plans, native
         self._plans: dict[tuple, object] = {}  # signature -> _Warm, _Plan or _UNPLANNABLE
 
     def __getstate__(self):
@@ -226,6 +306,11 @@ class OpPlans:
     @property
     def num_plans(self) -> int:
         return sum(isinstance(entry, _Plan) for entry in self._plans.values())
+
+    @property
+    def num_native_plans(self) -> int:
+        """How many of the plans replay in C++."""
+        return sum(isinstance(entry, _Plan) and entry.native is not None for entry in self._plans.values())
 
     def clear(self) -> None:
         self._plans.clear()
@@ -256,7 +341,8 @@ class OpPlans:
         try:
             if _hooked(self.fn):
                 raise _NoPlan("it has module hooks, which a replay would skip")
-            self._store(key, recorder.plan(out, state))
+            plan = recorder.plan(out, state)
+            self._store(key, _native(plan) if self.native else plan)
         except _NoPlan as reason:
             log.debug("OpPlans: running %s as Python: %s", type(self.fn).__name__, reason)
             self._store(key, _UNPLANNABLE)
