@@ -17,6 +17,8 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -109,15 +111,17 @@ class OneDnnConv : public torch::CustomClassHolder {
     } else {
       out = at::empty(output_shape_, x.options().memory_format(at::MemoryFormat::ChannelsLast));
     }
-    thread_local dnnl::stream stream(cpu_engine());
-    const at::Tensor scratch = at::empty({static_cast<int64_t>(scratchpad_.get_size())}, x.options().dtype(at::kByte));
-    const memory src(src_, cpu_engine(), x.data_ptr()), dst(dst_, cpu_engine(), out.data_ptr());
-    const memory scratchpad(scratchpad_, cpu_engine(), scratch.data_ptr());
-    primitive_.execute(stream, {{DNNL_ARG_SRC, src},
-                                {DNNL_ARG_WEIGHTS, weights_},
-                                {DNNL_ARG_BIAS, bias_},
-                                {DNNL_ARG_DST, dst},
-                                {DNNL_ARG_SCRATCHPAD, scratchpad}});
+    // The memories and scratchpad of the first thread in; a thread running it at the same time makes its own.
+    std::unique_lock<std::mutex> lock(call_mutex_, std::try_to_lock);
+    if (lock.owns_lock()) {
+      if (!call_) call_ = std::make_unique<Call>(*this, x.options());
+      call_->src.set_data_handle(x.data_ptr());
+      call_->dst.set_data_handle(out.data_ptr());
+      execute(call_->src, call_->dst, call_->scratchpad);
+    } else {
+      const Call call(*this, x.options());
+      execute(memory(src_, cpu_engine(), x.data_ptr()), memory(dst_, cpu_engine(), out.data_ptr()), call.scratchpad);
+    }
     return out;
   }
 
@@ -133,6 +137,26 @@ class OneDnnConv : public torch::CustomClassHolder {
     TORCH_CHECK(t.is_contiguous(at::MemoryFormat::ChannelsLast), "onednn_conv: ", what, " must be channels_last");
   }
 
+  // What one call needs besides its maps: memories pointing at them, and a scratchpad.
+  struct Call {
+    Call(const OneDnnConv& conv, const at::TensorOptions& options)
+        : scratch(at::empty({static_cast<int64_t>(conv.scratchpad_.get_size())}, options.dtype(at::kByte))),
+          src(conv.src_, cpu_engine(), DNNL_MEMORY_NONE),
+          dst(conv.dst_, cpu_engine(), DNNL_MEMORY_NONE),
+          scratchpad(conv.scratchpad_, cpu_engine(), scratch.data_ptr()) {}
+    at::Tensor scratch;
+    memory src, dst, scratchpad;
+  };
+
+  void execute(const memory& src, const memory& dst, const memory& scratchpad) const {
+    thread_local dnnl::stream stream(cpu_engine());
+    primitive_.execute(stream, {{DNNL_ARG_SRC, src},
+                                {DNNL_ARG_WEIGHTS, weights_},
+                                {DNNL_ARG_BIAS, bias_},
+                                {DNNL_ARG_DST, dst},
+                                {DNNL_ARG_SCRATCHPAD, scratchpad}});
+  }
+
   std::vector<int64_t> input_shape_, output_shape_;
   at::ScalarType dtype_;
   bool residual_;
@@ -140,6 +164,8 @@ class OneDnnConv : public torch::CustomClassHolder {
   memory weights_, bias_;
   dnnl::primitive primitive_;
   std::string implementation_;
+  mutable std::mutex call_mutex_;
+  mutable std::unique_ptr<Call> call_;
 };
 
 at::Tensor onednn_conv(const c10::intrusive_ptr<OneDnnConv>& conv, const at::Tensor& x) {
