@@ -1,6 +1,6 @@
 """``optimize()``'s CPU op plans (``hrnet_fast/nn/op_plan.py``), side by side in one run with the
 same engine running its forward as Python (``cpu_plan=False``) and replaying its plan in Python
-(``engine.plans.native = False``) instead of in C++ (``csrc/plan_replay.cpp``, the default).
+(``engine.plans.native = False``) instead of in C++ (``csrc/runtime/plan_replay.cpp``, the default).
 
 HRNet-W32 pose forward, 256x192, channels_last, backend cpp, batch 1 and 8, float32 and bfloat16.
 Calls alternate (python, python replay, plan, python, ...) so load from other processes hits all

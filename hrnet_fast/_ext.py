@@ -13,7 +13,7 @@ backend (``hrnet_fast/ops/backends/cpp.py``). It comes from, in order:
    CPU kernels are built with ``-march=native``). It is built once, with a one-line notice on
    stderr, and reused by every later process.
 
-Every ``csrc/*.cpp`` and ``csrc/cpu/*.cpp`` is compiled, plus ``csrc/cuda/*.cu`` and
+Every ``csrc/*.cpp``, ``csrc/cpu/*.cpp`` and ``csrc/runtime/*.cpp`` is compiled, plus ``csrc/cuda/*.cu`` and
 ``csrc/cuda/*.cpp`` when torch has CUDA and nvcc is found: adding an op's kernels means adding its
 files, no list to edit. If the CUDA build fails, the CPU-only library is built and the reason is
 kept for the backend to report. The sources travel with the package (a wheel installs them as
@@ -65,8 +65,9 @@ def cache_dir() -> Path:
 
 
 def sources(with_cuda: bool, source_dir: Path = SOURCE_DIR) -> list[Path]:
-    """The translation units: ``*.cpp`` at the top and in ``cpu/``; with CUDA also ``cuda/*.cu|cpp``."""
-    patterns = ["*.cpp", "cpu/*.cpp"] + (["cuda/*.cu", "cuda/*.cpp"] if with_cuda else [])
+    """The translation units: the op frontends (``*.cpp`` at the top), ``cpu/`` kernels, ``runtime/``
+    (code that is no op's: the plan replay); with CUDA also ``cuda/*.cu|cpp``."""
+    patterns = ["*.cpp", "cpu/*.cpp", "runtime/*.cpp"] + (["cuda/*.cu", "cuda/*.cpp"] if with_cuda else [])
     return sorted(p for pattern in patterns for p in source_dir.glob(pattern))
 
 

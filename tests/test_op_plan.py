@@ -52,7 +52,7 @@ def test_engine_replays_its_forward_with_the_python_forwards_results(pose, repla
     engine = optimize(pose, dtype=dtype, channels_last=channels_last)
     _check_replays(engine, dtype, channels_last)
     assert replays[0] == 2
-    assert engine.plans.num_native_plans == 1  # replayed in C++ (csrc/plan_replay.cpp)
+    assert engine.plans.num_native_plans == 1  # replayed in C++ (csrc/runtime/plan_replay.cpp)
 
 
 def test_a_plan_replayed_in_python_gives_the_same_results(pose, replays):

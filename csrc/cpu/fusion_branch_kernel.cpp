@@ -115,7 +115,7 @@ struct Branch {
       for (int32_t x = 0; x < p.w; ++x) columns[x] = taps(ax, x);
       widest = std::max(widest, path.cin);
     }
-    zeros.assign(widest + 1, to_operand<R>(T{}));  // + 1: bf16 pairs read one past an odd cin
+    zeros.assign(widest, to_operand<R>(T{}));
   }
 };
 

@@ -107,13 +107,21 @@ void tile_gemm(const Segment<A>* segments, int count, A* c, int64_t ldc) {
 }
 
 #if defined(__AVX512BF16__)
-// bf16 operands, fp32 accumulators: b is [k / 2][ldb][2] (pairs along k, the last one padded with 0);
-// each vdpbf16ps adds the products of a pair of a row's values with a pair of panel rows.
+// bf16 operands, fp32 accumulators: b is [k][ldb] as for fp32. vdpbf16ps adds the products of a pair
+// of a row's values with a pair of panel values along k, so each step interleaves panel rows k and
+// k + 1 (unpacklo/hi_epi16, within 128-bit lanes): acc[p][0] then holds channels 0-3, 8-11, 16-19,
+// 24-27 of the tile and acc[p][1] channels 4-7, 12-15, 20-23, 28-31, reordered once per tile on
+// load and store. An odd k pairs its last row with 0.
 inline void tile_gemm(const Segment<BFloat16>* segments, int count, float* c, int64_t ldc) {
-  static_assert(kLanes<float> == 16);
+  static_assert(kLanes<float> == 16 && kTileV == 2);
+  const __m512i to_interleaved[2] = {_mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27),
+                                     _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31)};
+  const __m512i to_natural[2] = {_mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23),
+                                 _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31)};
   __m512 acc[kTileP][kTileV];
   for (int p = 0; p < kTileP; ++p) {
-    for (int j = 0; j < kTileV; ++j) acc[p][j] = _mm512_loadu_ps(c + p * ldc + j * 16);
+    const __m512 lo = _mm512_loadu_ps(c + p * ldc), hi = _mm512_loadu_ps(c + p * ldc + 16);
+    for (int j = 0; j < kTileV; ++j) acc[p][j] = _mm512_permutex2var_ps(lo, to_interleaved[j], hi);
   }
   for (int s = 0; s < count; ++s) {
     const uint16_t* rows[kTileP];
@@ -121,9 +129,11 @@ inline void tile_gemm(const Segment<BFloat16>* segments, int count, float* c, in
     const uint16_t* b = reinterpret_cast<const uint16_t*>(segments[s].b);
     const int64_t k = segments[s].k, ldb = segments[s].ldb;
     for (int64_t i = 0; i < k; i += 2, b += 2 * ldb) {
-      __m512bh bv[kTileV];
-      for (int j = 0; j < kTileV; ++j) bv[j] = (__m512bh)_mm512_loadu_si512(b + 32 * j);
       const bool whole = i + 1 < k;  // else the last value pairs with 0
+      const __m512i even = _mm512_loadu_si512(b);
+      const __m512i odd = whole ? _mm512_loadu_si512(b + ldb) : _mm512_setzero_si512();
+      const __m512bh bv[kTileV] = {(__m512bh)_mm512_unpacklo_epi16(even, odd),
+                                   (__m512bh)_mm512_unpackhi_epi16(even, odd)};
       for (int p = 0; p < kTileP; ++p) {
         uint32_t pair = rows[p][i];
         if (whole) std::memcpy(&pair, rows[p] + i, sizeof pair);
@@ -133,53 +143,37 @@ inline void tile_gemm(const Segment<BFloat16>* segments, int count, float* c, in
     }
   }
   for (int p = 0; p < kTileP; ++p) {
-    for (int j = 0; j < kTileV; ++j) _mm512_storeu_ps(c + p * ldc + j * 16, acc[p][j]);
+    for (int j = 0; j < kTileV; ++j) {
+      _mm512_storeu_ps(c + p * ldc + j * 16, _mm512_permutex2var_ps(acc[p][0], to_natural[j], acc[p][1]));
+    }
   }
 }
 #endif
 
 // A path's weights ((k, k, cin, C) memory, storage type T) as the panels of its segments, one per tap:
-// [cin][ldb] of operand_t<T> (bf16 operands: [cin / 2][ldb][2] pairs), ldb = C rounded up to kTileC
-// with zero columns. The weights themselves when they already are so, else a copy.
+// [cin][ldb] of operand_t<T>, ldb = C rounded up to kTileC with zero columns. The weights themselves
+// when they already are so, else a copy.
 template <typename T>
 class WeightPanel {
  public:
   using R = operand_t<T>;
-  static constexpr bool kPairs = std::is_same_v<R, BFloat16>;
 
-  WeightPanel(const void* weight, int taps, int32_t cin, int32_t c)
-      : rows_(kPairs ? (cin + 1) / 2 * 2 : cin), ldb_(round_up(c, kTileC<acc_t<T>>)) {
+  WeightPanel(const void* weight, int taps, int32_t cin, int32_t c) : rows_(cin), ldb_(round_up(c, kTileC<acc_t<T>>)) {
     const T* w = static_cast<const T*>(weight);
-    if (!kPairs && std::is_same_v<T, R> && ldb_ == c) {
+    if (std::is_same_v<T, R> && ldb_ == c) {
       data_ = reinterpret_cast<const R*>(w);
       return;
     }
     copy_.assign(int64_t{taps} * rows_ * ldb_, to_operand<R>(T{}));
-    for (int t = 0; t < taps; ++t) {
-      const T* tap = w + int64_t{t} * cin * c;
-      R* dst = copy_.data() + int64_t{t} * rows_ * ldb_;
-      if constexpr (kPairs) {  // rows ci and ci + 1 interleaved: one 32-bit pair per channel
-        for (int32_t ci = 0; ci < cin; ci += 2, dst += 2 * ldb_) {
-          const T* even = tap + int64_t{ci} * c;
-          const T* odd = ci + 1 < cin ? even + c : nullptr;  // an odd cin pairs its last row with 0
-          for (int32_t j = 0; j < c; ++j) {
-            const uint32_t pair = even[j].bits | (odd ? static_cast<uint32_t>(odd[j].bits) << 16 : 0u);
-            std::memcpy(dst + 2 * j, &pair, sizeof pair);
-          }
-        }
-      } else {
-        for (int32_t ci = 0; ci < cin; ++ci) {
-          const T* src = tap + int64_t{ci} * c;
-          for (int32_t j = 0; j < c; ++j) dst[ci * ldb_ + j] = to_operand<R>(src[j]);
-        }
-      }
+    for (int64_t row = 0; row < int64_t{taps} * cin; ++row) {
+      for (int32_t j = 0; j < c; ++j) copy_[row * ldb_ + j] = to_operand<R>(w[row * c + j]);
     }
     data_ = copy_.data();
   }
 
   const R* segment(int tap) const { return data_ + int64_t{tap} * rows_ * ldb_; }
   // The panel of `segment` at channel j.
-  static const R* at_channel(const R* segment, int64_t j) { return segment + (kPairs ? 2 * j : j); }
+  static const R* at_channel(const R* segment, int64_t j) { return segment + j; }
   int64_t ldb() const { return ldb_; }
 
  private:

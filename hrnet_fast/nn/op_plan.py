@@ -22,7 +22,7 @@ skip them) gets no plan: it keeps running as Python, with a debug line.
 Inference only: plans are recorded and replayed without autograd.
 
 Where the ``cpp`` backend's library loads (``hrnet_fast._C``), a plan runs in C++
-(``csrc/plan_replay.cpp``: each op a boxed dispatcher call, about 1 us) instead of a Python loop
+(``csrc/runtime/plan_replay.cpp``: each op a boxed dispatcher call, about 1 us) instead of a Python loop
 (about 10 us per call of an op taking a prepared oneDNN primitive); ``OpPlans(native=False)``, or
 an op the C++ replay cannot take (one returning something other than tensors), keeps the Python loop.
 """
@@ -203,7 +203,7 @@ def _constant(value):
 
 
 class _NativePlan:
-    """A :class:`_Plan` as a ``torch.classes.hrnet_fast.PlanReplay`` (``csrc/plan_replay.cpp``)."""
+    """A :class:`_Plan` as a ``torch.classes.hrnet_fast.PlanReplay`` (``csrc/runtime/plan_replay.cpp``)."""
 
     def __init__(self, plan: _Plan):
         self.leaves, self.spec = tree_flatten(plan.outputs)
