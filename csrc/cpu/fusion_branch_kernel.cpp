@@ -167,13 +167,20 @@ void add_down_convs(const Branch<T>& b, const Task& task, Scratch<T>& s) {
       k_sum += k;
     }
     for (int64_t tile = 0; tile < tiles; ++tile) {
+      int64_t ys[kTileP], xs[kTileP];  // the tile's output pixels, stepped along the rows (no division per pixel)
+      const int valid = static_cast<int>(std::min<int64_t>(kTileP, pixels - tile * kTileP));
+      ys[0] = y0 + tile * kTileP / p.w;
+      xs[0] = tile * kTileP % p.w;
+      for (int q = 1; q < valid; ++q) {
+        const bool wraps = xs[q - 1] + 1 == p.w;
+        ys[q] = ys[q - 1] + wraps;
+        xs[q] = wraps ? 0 : xs[q - 1] + 1;
+      }
       for (int i = first; i < last; ++i) {
-        const int k = i / 9, t = i % 9;
+        const int k = i / 9, dy = i % 9 / 3 - 1, dx = i % 3 - 1;
         const R** rows = s.row_pointers.data() + i * kTileP;
         for (int q = 0; q < kTileP; ++q) {
-          const int64_t pixel = tile * kTileP + q;
-          const int64_t y = y0 + pixel / p.w, x = pixel % p.w;
-          rows[q] = pixel < pixels ? inputs[k].pixel(2 * y - 1 + t / 3, 2 * x - 1 + t % 3) : b.zeros.data();
+          rows[q] = q < valid ? inputs[k].pixel(2 * ys[q] + dy, 2 * xs[q] + dx) : b.zeros.data();
         }
         s.segments[i] = Segment<R>{p.down[k].cin, rows, nullptr, b.down_w[k].ldb()};
       }
