@@ -264,6 +264,14 @@ def _once(load):
             raise ExtensionBuildError(str(result)) from result.__cause__
         return result
 
+    def already():
+        """What ``load`` returned if it already ran and succeeded in this process, else None (never loads)."""
+        if outcome.cache_info().currsize == 0:
+            return None
+        result = outcome()
+        return None if isinstance(result, ExtensionBuildError) else result
+
+    loaded.already = already
     return loaded
 
 
@@ -278,6 +286,12 @@ def load() -> Loaded:
     if not SOURCE_DIR.is_dir():
         raise ExtensionBuildError(f"its sources ({SOURCE_DIR}) are not installed; reinstall hrnet-fast")
     return _load_just_in_time()
+
+
+def loaded_library() -> Loaded | None:
+    """``hrnet_fast._C`` if :func:`load` already loaded it in this process (as the ``cpp`` backend's
+    first op does), else None: for helpers that are worth a library in use but not a build."""
+    return load.already()
 
 
 def _load_just_in_time() -> Loaded:

@@ -93,6 +93,19 @@ def test_importing_hrnet_fast_neither_builds_nor_loads_the_extension():
     assert out.strip() == "[] False"
 
 
+def test_loaded_library_says_whether_the_library_is_loaded_and_never_loads_it():
+    out = _run_python(
+        """
+        import torch
+        from hrnet_fast import _ext
+        print(_ext.loaded_library() is None, len(torch.ops.loaded_libraries))
+        _ext.load()
+        print(_ext.loaded_library() == _ext.load(), len(torch.ops.loaded_libraries))
+        """
+    )
+    assert out.split() == ["True", "0", "True", "1"]
+
+
 def test_the_library_loads_next_to_python_fragments_of_its_namespace():
     """Other fragments of the namespace (the Triton backend's ops) may come before or after it."""
     out = _run_python(

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from ..nn import CudaGraphCache, FoldedConv, OpPlans
 from ..nn.cpu_workers import CpuWorkers, cpu_workers
 from ..nn.folded import MAX_PACKED_SHAPES
+from ..nn.version_sum import VersionSum
 from ..ops.registry import exporting, get_backend
 from .blocks import BasicBlock, Bottleneck
 from .hrnet import HRNet
@@ -113,12 +114,6 @@ def fold_hrnet_(model: HRNet) -> HRNet:
     return model
 
 
-def _versioned_parameters(model: nn.Module) -> list[Tensor]:
-    """The parameters whose in-place changes a version counter counts (inference tensors count none,
-    and outside inference mode cannot be changed in place)."""
-    return [p for p in model.parameters() if not p.is_inference()]
-
-
 class OptimizedHRNet(nn.Module):
     """The inference engine :func:`optimize` returns; ``forward(x)`` gives the model's outputs.
 
@@ -140,19 +135,19 @@ class OptimizedHRNet(nn.Module):
         self.graphs = CudaGraphCache(model)
         # a plan per input signature, kept as long as the prepacked weights it reads
         self.plans = OpPlans(model, self._plan_state, max_plans=MAX_PACKED_SHAPES)
-        self._versioned = _versioned_parameters(model)
+        self._versions = VersionSum(model.parameters())
 
     def __setstate__(self, state: dict) -> None:
         """Copies and unpickled engines count the versions of their own parameters (a copy made in
         inference mode has inference tensors, which count none)."""
         super().__setstate__(state)
-        self._versioned = _versioned_parameters(self.model)
+        self._versions = VersionSum(self.model.parameters())
 
     def _plan_state(self) -> tuple:
-        """What a recorded CPU plan depends on besides the input: the backend selection and every
-        parameter's version counter (an in-place change to a weight makes the next call record
-        afresh, with weights prepared again)."""
-        return get_backend(), self.model.backend, tuple(p._version for p in self._versioned)
+        """What a recorded CPU plan depends on besides the input: the backend selection and the sum
+        of the parameters' version counters (an in-place change to a weight makes the next call
+        record afresh, with weights prepared again)."""
+        return get_backend(), self.model.backend, self._versions()
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -176,7 +171,7 @@ class OptimizedHRNet(nn.Module):
         self.graphs.clear()  # captured graphs point at the old parameter storage
         self.plans.clear()  # as do recorded plans
         out = super()._apply(fn, *args, **kwargs)
-        self._versioned = _versioned_parameters(self.model)
+        self._versions = VersionSum(self.model.parameters())
         return out
 
     def forward(self, x: Tensor):

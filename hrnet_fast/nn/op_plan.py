@@ -21,7 +21,7 @@ write into a tensor that is not one of its own results, or that runs module hook
 skip them) gets no plan: it keeps running as Python, with a debug line.
 Inference only: plans are recorded and replayed without autograd.
 
-Where the ``cpp`` backend's library loads (``hrnet_fast._C``), a plan runs in C++
+Where the ``cpp`` backend's library is loaded (``hrnet_fast._C``), a plan runs in C++
 (``csrc/runtime/plan_replay.cpp``: each op a boxed dispatcher call, about 1 us) instead of a Python loop
 (about 10 us per call of an op taking a prepared oneDNN primitive); ``OpPlans(native=False)``, or
 an op the C++ replay cannot take (one returning something other than tensors), keeps the Python loop.
@@ -244,13 +244,14 @@ class _NativePlan:
 
 
 def _native(plan: _Plan) -> _Plan:
-    """``plan`` with its C++ replay where ``hrnet_fast._C`` loads and takes every op, else as it is."""
-    from .._ext import ExtensionBuildError, load
+    """``plan`` with its C++ replay where ``hrnet_fast._C`` is loaded and takes every op, else as it is."""
+    from .._ext import loaded_library
 
     try:
-        load()
+        if loaded_library() is None:
+            raise _NoPlan("hrnet_fast._C is not loaded (no op of the cpp backend has run)")
         return dataclasses.replace(plan, native=_NativePlan(plan))
-    except (ExtensionBuildError, _NoPlan) as reason:
+    except _NoPlan as reason:
         log.debug("OpPlans: replaying in Python: %s", reason)
         return plan
 
