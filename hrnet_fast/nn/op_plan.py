@@ -198,8 +198,38 @@ def _constant(value):
     if isinstance(value, (list, tuple)):
         return tuple(_constant(v) for v in value)
     if isinstance(value, torch.memory_format):
+        if value not in _MEMORY_FORMATS:
+            raise _NoPlan(f"no C++ value known for {value}")
         return _MEMORY_FORMATS[value]
     return value
+
+
+def _call_arguments(call: _Call) -> tuple[list, list[list[int]]]:
+    """One value per schema argument of a recorded call (defaults filled in, None where an earlier
+    result goes) and its refs as ``PlanReplay.add_call`` takes them: [argument, element or -1 for
+    the whole argument, slot]."""
+    schema = call.op._schema
+    values = []
+    for i, arg in enumerate(schema.arguments):
+        if i < len(call.args):
+            values.append(call.args[i])
+        elif arg.name in call.kwargs:
+            values.append(call.kwargs[arg.name])
+        elif arg.has_default_value():
+            values.append(arg.default_value)
+        else:
+            raise _NoPlan(f"{call.op} was called without its argument {arg.name}")
+    names = [a.name for a in schema.arguments]
+    refs = []
+    for key, ref in call.refs:
+        index = key if isinstance(key, int) else names.index(key)
+        if isinstance(ref, _Slot):
+            refs.append([index, -1, ref.i])
+            values[index] = None
+        else:
+            refs += [[index, j, r.i] for j, r in enumerate(ref) if isinstance(r, _Slot)]
+            values[index] = [None if isinstance(r, _Slot) else r for r in ref]
+    return [_constant(v) for v in values], refs
 
 
 class _NativePlan:
@@ -210,32 +240,11 @@ class _NativePlan:
         self.replay = torch.classes.hrnet_fast.PlanReplay(plan.slots, [s.i for s in _slots_in(self.leaves)])
         for call in plan.calls:
             schema = call.op._schema
-            names = [a.name for a in schema.arguments]
-            values = []
-            for i, arg in enumerate(schema.arguments):
-                if i < len(call.args):
-                    values.append(call.args[i])
-                elif arg.name in call.kwargs:
-                    values.append(call.kwargs[arg.name])
-                elif arg.has_default_value():
-                    values.append(arg.default_value)
-                else:
-                    raise _NoPlan(f"{call.op} was called without its argument {arg.name}")
-            refs = []
-            for key, ref in call.refs:
-                index = key if isinstance(key, int) else names.index(key)
-                if isinstance(ref, _Slot):
-                    refs.append([index, -1, ref.i])
-                    values[index] = None
-                else:
-                    refs += [[index, j, r.i] for j, r in enumerate(ref) if isinstance(r, _Slot)]
-                    values[index] = [None if isinstance(r, _Slot) else r for r in ref]
+            values, refs = _call_arguments(call)
             results = [-1 if r is None else r for r in call.results] if schema.returns else []
             try:
-                self.replay.add_call(
-                    schema.name, schema.overload_name, [_constant(v) for v in values], refs, results, list(call.frees)
-                )
-            except (RuntimeError, KeyError) as exc:
+                self.replay.add_call(schema.name, schema.overload_name, values, refs, results, list(call.frees))
+            except (RuntimeError, TypeError, ValueError) as exc:  # what PlanReplay cannot take
                 raise _NoPlan(f"{call.op}: {exc}") from None
 
     def __call__(self, x: Tensor):
