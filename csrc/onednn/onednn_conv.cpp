@@ -115,12 +115,10 @@ class OneDnnConv : public torch::CustomClassHolder {
     std::unique_lock<std::mutex> lock(call_mutex_, std::try_to_lock);
     if (lock.owns_lock()) {
       if (!call_) call_ = std::make_unique<Call>(*this, x.options());
-      call_->src.set_data_handle(x.data_ptr());
-      call_->dst.set_data_handle(out.data_ptr());
-      execute(call_->src, call_->dst, call_->scratchpad);
+      execute(*call_, x, out);
     } else {
-      const Call call(*this, x.options());
-      execute(memory(src_, cpu_engine(), x.data_ptr()), memory(dst_, cpu_engine(), out.data_ptr()), call.scratchpad);
+      Call call(*this, x.options());
+      execute(call, x, out);
     }
     return out;
   }
@@ -148,13 +146,15 @@ class OneDnnConv : public torch::CustomClassHolder {
     memory src, dst, scratchpad;
   };
 
-  void execute(const memory& src, const memory& dst, const memory& scratchpad) const {
+  void execute(Call& call, const at::Tensor& x, const at::Tensor& out) const {
+    call.src.set_data_handle(x.data_ptr());
+    call.dst.set_data_handle(out.data_ptr());
     thread_local dnnl::stream stream(cpu_engine());
-    primitive_.execute(stream, {{DNNL_ARG_SRC, src},
+    primitive_.execute(stream, {{DNNL_ARG_SRC, call.src},
                                 {DNNL_ARG_WEIGHTS, weights_},
                                 {DNNL_ARG_BIAS, bias_},
-                                {DNNL_ARG_DST, dst},
-                                {DNNL_ARG_SCRATCHPAD, scratchpad}});
+                                {DNNL_ARG_DST, call.dst},
+                                {DNNL_ARG_SCRATCHPAD, call.scratchpad}});
   }
 
   std::vector<int64_t> input_shape_, output_shape_;
