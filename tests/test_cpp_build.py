@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_cpp_cuda_compile import _run_all
 
 import hrnet_fast
 from hrnet_fast import BackendUnavailableError, _ext
@@ -48,19 +49,7 @@ def test_the_cpu_sources_parse_as_cpp17():
         includes.append(f"-isystem{_ext.onednn_files()[0]}")
         sources.append(_ext.SOURCE_DIR / "onednn" / "onednn_conv.cpp")
     assert len(sources) >= 7
-    for batch in (sources[i : i + 2] for i in range(0, len(sources), 2)):  # two compilers at a time
-        jobs = [
-            subprocess.Popen(
-                ["c++", "-std=c++17", "-fsyntax-only", "-fopenmp", *includes, str(source)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            for source in batch
-        ]
-        for job in jobs:
-            output, _ = job.communicate()
-            assert job.returncode == 0, f"{job.args[-1]} does not compile as C++17:\n{output[-4000:]}"
+    _run_all([["c++", "-std=c++17", "-fsyntax-only", "-fopenmp", *includes, str(source)] for source in sources])
 
 
 def test_auto_picks_the_cpp_backend_on_cpu_tensors():
