@@ -7,12 +7,29 @@
 // intermediate lives only as long as in the recorded forward. Each call goes through the dispatcher
 // as a boxed call (as a TorchScript interpreter would), which on a 2-core CPU costs about 1 us
 // against about 8-10 us for a call from Python with a custom-class argument.
+//
+// Lanes (set_lanes; the schedule comes from hrnet_fast/nn/plan_lanes.py): a call on lane 0 or 1
+// runs single-threaded beside the calls of the other lane, instead of splitting itself over every
+// thread (lane -1). A run of consecutive laned calls is one OpenMP region of two threads, each
+// running its lane's calls in plan order; a call first waits for the calls of the other lane it
+// names (the earlier calls whose results it reads, whose inputs it overwrites, or that read a slot it
+// frees). Ops called inside the region see omp_in_parallel() and run on their one thread.
+#include <ATen/Parallel.h>
 #include <ATen/ScalarOps.h>
+#include <ATen/ThreadLocalState.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/ivalue.h>
+#include <c10/util/Exception.h>
+#include <omp.h>
 #include <torch/custom_class.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -43,6 +60,8 @@ c10::IValue as_argument(const c10::IValue& value, const c10::TypePtr& type, cons
               type->str());
   return value;
 }
+
+struct OtherLaneFailed {};  // thrown to stop a lane waiting for a call of a lane that failed
 
 class PlanReplay : public torch::CustomClassHolder {
  public:
@@ -107,29 +126,73 @@ class PlanReplay : public torch::CustomClassHolder {
 
   // The plan run on x: the output slots' tensors.
   std::vector<at::Tensor> run(const at::Tensor& x) const {
-    std::vector<c10::IValue> env(slots_);
-    env[0] = x;
+    std::vector<c10::IValue> env = start(x);
     torch::jit::Stack stack;
-    for (const Call& call : calls_) {
-      stack.assign(call.args.begin(), call.args.end());
-      for (const auto& [arg, slot] : call.whole) stack[arg] = env[slot];
-      for (const ListTemplate& templ : call.lists) {
-        c10::impl::GenericList list(templ.element);
-        list.reserve(templ.items.size());
-        for (const c10::IValue& item : templ.items) list.push_back(item);
-        for (const auto& [element, slot] : templ.fills) list.set(element, env[slot]);
-        stack[templ.arg] = std::move(list);
+    for (size_t k = 0; k < calls_.size();) {
+      if (lanes_.empty() || lanes_[k] < 0) {
+        execute(calls_[k++], env, stack);
+        continue;
       }
-      call.op.callBoxed(stack);
-      for (size_t r = 0; r < call.results.size(); ++r) {
-        if (call.results[r] != -1) env[call.results[r]] = std::move(stack[r]);
-      }
-      for (const int64_t slot : call.frees) env[slot] = c10::IValue();
+      size_t end = k;
+      while (end < calls_.size() && lanes_[end] >= 0) ++end;
+      run_lanes(k, end, env);
+      k = end;
     }
-    std::vector<at::Tensor> out;
-    out.reserve(outputs_.size());
-    for (const int64_t slot : outputs_) out.push_back(env[slot].toTensor());
-    return out;
+    return finish(env);
+  }
+
+  // Seconds each call takes in one run on x, every op on all threads, or (single_thread) on one.
+  std::vector<double> time_calls(const at::Tensor& x, bool single_thread) const {
+    std::vector<c10::IValue> env = start(x);
+    std::vector<double> seconds(calls_.size());
+    auto timed = [&] {
+      torch::jit::Stack stack;
+      for (size_t k = 0; k < calls_.size(); ++k) {
+        const auto begin = std::chrono::steady_clock::now();
+        execute(calls_[k], env, stack);
+        seconds[k] = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+      }
+    };
+    if (!single_thread) {
+      timed();
+      return seconds;
+    }
+    std::exception_ptr error;
+#pragma omp parallel num_threads(2)
+    {
+#pragma omp master
+      try {
+        timed();
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    if (error) std::rethrow_exception(error);
+    return seconds;
+  }
+
+  // Call k's lane (-1: all threads; 0, 1: single-threaded beside the other lane) and the calls of
+  // the other lane it waits for (earlier calls, in the same run of laned calls).
+  void set_lanes(std::vector<int64_t> lanes, const std::vector<std::vector<int64_t>>& waits) {
+    TORCH_CHECK(lanes.size() == calls_.size() && waits.size() == calls_.size(), "PlanReplay: set_lanes takes a lane ",
+                "and a wait list per call (", calls_.size(), "), got ", lanes.size(), " and ", waits.size());
+    std::vector<std::vector<int32_t>> checked(calls_.size());
+    for (size_t k = 0; k < calls_.size(); ++k) {
+      TORCH_CHECK(lanes[k] >= -1 && lanes[k] <= 1, "PlanReplay: call ", k, "'s lane must be -1, 0 or 1, got ",
+                  lanes[k]);
+      for (const int64_t d : waits[k]) {
+        TORCH_CHECK(lanes[k] >= 0 && d >= 0 && d < static_cast<int64_t>(k), "PlanReplay: call ", k,
+                    " cannot wait for call ", d, " (only a laned call waits, for an earlier one)");
+        for (int64_t j = d; j <= static_cast<int64_t>(k); ++j) {
+          TORCH_CHECK(lanes[j] >= 0, "PlanReplay: call ", k, " waits for call ", d,
+                      " across call ", j, ", which runs on all threads");
+        }
+        TORCH_CHECK(lanes[d] != lanes[k], "PlanReplay: call ", k, " waits for call ", d, " on its own lane");
+        checked[k].push_back(static_cast<int32_t>(d));
+      }
+    }
+    lanes_ = std::move(lanes);
+    waits_ = std::move(checked);
   }
 
   int64_t num_calls() const { return static_cast<int64_t>(calls_.size()); }
@@ -148,6 +211,71 @@ class PlanReplay : public torch::CustomClassHolder {
     std::vector<ListTemplate> lists;
     std::vector<int64_t> results, frees;
   };
+
+  std::vector<c10::IValue> start(const at::Tensor& x) const {
+    std::vector<c10::IValue> env(slots_);
+    env[0] = x;
+    return env;
+  }
+
+  std::vector<at::Tensor> finish(const std::vector<c10::IValue>& env) const {
+    std::vector<at::Tensor> out;
+    out.reserve(outputs_.size());
+    for (const int64_t slot : outputs_) out.push_back(env[slot].toTensor());
+    return out;
+  }
+
+  static void execute(const Call& call, std::vector<c10::IValue>& env, torch::jit::Stack& stack) {
+    stack.assign(call.args.begin(), call.args.end());
+    for (const auto& [arg, slot] : call.whole) stack[arg] = env[slot];
+    for (const ListTemplate& templ : call.lists) {
+      c10::impl::GenericList list(templ.element);
+      list.reserve(templ.items.size());
+      for (const c10::IValue& item : templ.items) list.push_back(item);
+      for (const auto& [element, slot] : templ.fills) list.set(element, env[slot]);
+      stack[templ.arg] = std::move(list);
+    }
+    call.op.callBoxed(stack);
+    for (size_t r = 0; r < call.results.size(); ++r) {
+      if (call.results[r] != -1) env[call.results[r]] = std::move(stack[r]);
+    }
+    for (const int64_t slot : call.frees) env[slot] = c10::IValue();
+  }
+
+  // Calls [begin, end), all laned, on two threads (see the top of the file); on one thread in plan
+  // order where torch is set to one thread or OpenMP gives fewer (a run inside another parallel region).
+  void run_lanes(size_t begin, size_t end, std::vector<c10::IValue>& env) const {
+    const std::unique_ptr<std::atomic<bool>[]> done(new std::atomic<bool>[end - begin]);
+    for (size_t k = begin; k < end; ++k) done[k - begin].store(false, std::memory_order_relaxed);
+    std::atomic<bool> failed{false};
+    std::exception_ptr errors[2];
+    const at::ThreadLocalState state;  // grad and inference mode, dispatch keys, profiler: as the caller's
+#pragma omp parallel num_threads(std::min(2, at::get_num_threads()))
+    {
+      const int lane = omp_get_thread_num(), team = omp_get_num_threads();
+      try {
+        const at::ThreadLocalStateGuard guard(state);
+        torch::jit::Stack stack;
+        for (size_t k = begin; k < end && !failed.load(std::memory_order_relaxed); ++k) {
+          if (team == 2 && lanes_[k] != lane) continue;
+          for (const int32_t d : waits_[k]) {
+            while (team == 2 && !done[d - begin].load(std::memory_order_acquire)) {
+              if (failed.load(std::memory_order_relaxed)) throw OtherLaneFailed{};
+            }
+          }
+          execute(calls_[k], env, stack);
+          done[k - begin].store(true, std::memory_order_release);
+        }
+      } catch (const OtherLaneFailed&) {  // stopped waiting: the other lane's error is the one to raise
+      } catch (...) {
+        errors[lane] = std::current_exception();
+        failed.store(true);
+      }
+    }
+    for (const std::exception_ptr& error : errors) {
+      if (error) std::rethrow_exception(error);
+    }
+  }
 
   // List argument `arg` of a call: its constant elements converted now, the others filled from the
   // slots its refs name.
@@ -176,6 +304,8 @@ class PlanReplay : public torch::CustomClassHolder {
   int64_t slots_;
   std::vector<int64_t> outputs_;
   std::vector<Call> calls_;
+  std::vector<int64_t> lanes_;               // empty: every call on all threads
+  std::vector<std::vector<int32_t>> waits_;  // per call: the calls of the other lane it waits for
 };
 
 }  // namespace
@@ -186,5 +316,7 @@ TORCH_LIBRARY_FRAGMENT(hrnet_fast, m) {
       .def(torch::init<int64_t, std::vector<int64_t>>())
       .def("add_call", &hrnet_fast::PlanReplay::add_call)
       .def("run", &hrnet_fast::PlanReplay::run)
+      .def("time_calls", &hrnet_fast::PlanReplay::time_calls)
+      .def("set_lanes", &hrnet_fast::PlanReplay::set_lanes)
       .def("num_calls", &hrnet_fast::PlanReplay::num_calls);
 }

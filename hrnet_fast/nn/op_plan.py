@@ -25,12 +25,18 @@ Where the ``cpp`` backend's library is loaded (``hrnet_fast._C``), a plan runs i
 (``csrc/runtime/plan_replay.cpp``: each op a boxed dispatcher call, about 1 us) instead of a Python loop
 (about 10 us per call of an op taking a prepared oneDNN primitive); ``OpPlans(native=False)``, or
 an op the C++ replay cannot take (one returning something other than tensors), keeps the Python loop.
+On a CPU with two or more threads the C++ replay also runs independent calls (HRNet's branches)
+single-threaded side by side on two lanes where that was measured faster when the plan was
+recorded (``plan_lanes.py``; ``OpPlans(lanes=False)`` turns it off).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import statistics
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
@@ -39,6 +45,8 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from torch.utils.weak import WeakIdKeyDictionary
+
+from .plan_lanes import CallFlow, dependencies, lane_schedule
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +81,7 @@ class _Plan:
     slots: int
     outputs: object  # the forward's output structure, tensors replaced by _Slot
     native: _NativePlan | None = None  # the same plan in C++, where it could be made
+    laned_calls: int = 0  # calls its C++ replay runs on lanes (plan_lanes.py)
 
 
 @dataclass(frozen=True)
@@ -232,6 +241,51 @@ def _call_arguments(call: _Call) -> tuple[list, list[list[int]]]:
     return [_constant(v) for v in values], refs
 
 
+def _data_flow(call: _Call) -> CallFlow:
+    """What a recorded call reads, writes (by its schema), views, makes and frees, in slots."""
+    schema = call.op._schema
+    names = [a.name for a in schema.arguments]
+    reads, writes = set(), set()
+    for key, ref in call.refs:
+        slots = {s.i for s in _slots_in([ref])}
+        reads |= slots
+        alias = schema.arguments[key if isinstance(key, int) else names.index(key)].alias_info
+        if alias is not None and alias.is_write:
+            writes |= slots
+    views, fresh = [], []
+    for slot, ret in zip(call.results, schema.returns, strict=False):
+        if slot is not None and slot not in reads:  # an in-place op's result is its argument's slot
+            (views if ret.alias_info is not None and reads else fresh).append(slot)
+    return CallFlow(frozenset(reads), frozenset(writes), tuple(views), tuple(fresh), tuple(call.frees))
+
+
+_KERNEL_KEYS = ("CPU", "CompositeImplicitAutograd[alias]", "CompositeExplicitAutograd[alias]")
+
+
+@functools.cache
+def _python_kernel(op) -> bool:
+    """Whether ``op`` runs a Python function on a CPU (its CPU or composite kernel was registered
+    from a .py file, per the dispatcher's record): such calls stay off lanes."""
+    for line in torch._C._dispatch_dump(f"{op._schema.name}.{op._schema.overload_name}".rstrip(".")).splitlines():
+        key, _, where = line.partition(": registered at ")
+        if key in _KERNEL_KEYS and where.split(" :: ")[0].rsplit(":", 1)[0].endswith(".py"):
+            return True
+    return False
+
+
+def _lanes_are_faster(replay, x: Tensor, lanes: list[int], waits: list[list[int]], rounds: int = 3) -> bool:
+    """Whether ``replay`` runs faster on ``x`` with ``lanes`` than without (medians of ``rounds``
+    alternating runs each way); leaves them set."""
+    seconds: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for laned in (False, True):
+            replay.set_lanes(*((lanes, waits) if laned else ([-1] * len(lanes), [[] for _ in lanes])))
+            start = time.perf_counter()
+            replay.run(x)
+            seconds[laned].append(time.perf_counter() - start)
+    return statistics.median(seconds[True]) < statistics.median(seconds[False])
+
+
 class _NativePlan:
     """A :class:`_Plan` as a ``torch.classes.hrnet_fast.PlanReplay`` (``csrc/runtime/plan_replay.cpp``)."""
 
@@ -247,22 +301,44 @@ class _NativePlan:
             except (RuntimeError, TypeError, ValueError) as exc:  # what PlanReplay cannot take
                 raise _NoPlan(f"{call.op}: {exc}") from None
 
+    def set_lanes(self, plan: _Plan, x: Tensor) -> int:
+        """Lay the plan's calls out on two lanes (plan_lanes.py) from each call's time on all threads
+        and on one (the better of two runs on ``x`` each), and keep them if the plan then runs
+        faster on ``x`` (medians of three alternating runs each way); how many calls run on lanes."""
+        team, single = (
+            [min(a, b) for a, b in zip(self.replay.time_calls(x, one), self.replay.time_calls(x, one), strict=True)]
+            for one in (False, True)
+        )
+        flows = [_data_flow(call) for call in plan.calls]
+        pinned = [_python_kernel(call.op) for call in plan.calls]
+        lanes, waits = lane_schedule(dependencies(flows), team, single, pinned)
+        if all(lane < 0 for lane in lanes):
+            return 0
+        if _lanes_are_faster(self.replay, x, lanes, waits):
+            return sum(lane >= 0 for lane in lanes)
+        self.replay.set_lanes([-1] * len(lanes), [[] for _ in lanes])
+        return 0
+
     def __call__(self, x: Tensor):
         tensors = iter(self.replay.run(x))
         return tree_unflatten([next(tensors) if isinstance(s, _Slot) else s for s in self.leaves], self.spec)
 
 
-def _native(plan: _Plan) -> _Plan:
-    """``plan`` with its C++ replay where ``hrnet_fast._C`` is loaded and takes every op, else as it is."""
+def _native(plan: _Plan, x: Tensor, lanes: bool) -> _Plan:
+    """``plan`` with its C++ replay where ``hrnet_fast._C`` is loaded and takes every op, else as it
+    is; with ``lanes``, on a CPU with two or more threads, its calls laid out on lanes (measured on
+    ``x``)."""
     from .._ext import loaded_library
 
     try:
         if loaded_library() is None:
             raise _NoPlan("hrnet_fast._C is not loaded (no op of the cpp backend has run)")
-        return dataclasses.replace(plan, native=_NativePlan(plan))
+        native = _NativePlan(plan)
     except _NoPlan as reason:
         log.debug("OpPlans: replaying in Python: %s", reason)
         return plan
+    laned = native.set_lanes(plan, x) if lanes and x.device.type == "cpu" and torch.get_num_threads() >= 2 else 0
+    return dataclasses.replace(plan, native=native, laned_calls=laned)
 
 
 def _replay(plan: _Plan, x: Tensor):
@@ -300,13 +376,19 @@ class OpPlans:
     ``state()`` is called on every call; a plan recorded under another state is recorded afresh.
     At most ``max_plans`` signatures are kept (more clears them all: a stream of new sizes records
     each once, as the first call of a size does anyway). ``native``: replay in C++ where it can
-    (see the module docstring), else always in Python.
+    (see the module docstring), else always in Python; ``lanes``: let the C++ replay run calls on
+    two lanes where measured faster.
     """
 
     def __init__(
-        self, fn: Callable[[Tensor], object], state: Callable[[], Hashable], max_plans: int = 4, native: bool = True
+        self,
+        fn: Callable[[Tensor], object],
+        state: Callable[[], Hashable],
+        max_plans: int = 4,
+        native: bool = True,
+        lanes: bool = True,
     ):
-        self.fn, self.state, self.max_plans, self.native = fn, state, max_plans, native
+        self.fn, self.state, self.max_plans, self.native, self.lanes = fn, state, max_plans, native, lanes
         self._plans: dict[tuple, object] = {}  # signature -> _Warm, _Plan or _UNPLANNABLE
 
     def __getstate__(self):
@@ -316,6 +398,11 @@ class OpPlans:
     @property
     def num_plans(self) -> int:
         return sum(isinstance(entry, _Plan) for entry in self._plans.values())
+
+    @property
+    def laned_calls(self) -> int:
+        """How many calls the plans run on lanes (plan_lanes.py), all plans together."""
+        return sum(entry.laned_calls for entry in self._plans.values() if isinstance(entry, _Plan))
 
     @property
     def num_native_plans(self) -> int:
@@ -352,7 +439,7 @@ class OpPlans:
             if _hooked(self.fn):
                 raise _NoPlan("it has module hooks, which a replay would skip")
             plan = recorder.plan(out, state)
-            self._store(key, _native(plan) if self.native else plan)
+            self._store(key, _native(plan, x, self.lanes) if self.native else plan)
         except _NoPlan as reason:
             log.debug("OpPlans: running %s as Python: %s", type(self.fn).__name__, reason)
             self._store(key, _UNPLANNABLE)
