@@ -182,3 +182,18 @@ def test_an_engine_on_lanes_gives_the_same_outputs_as_on_all_threads(lanes_kept,
     assert laned.plans.num_native_plans == unlaned.plans.num_native_plans == 1
     assert laned.plans.laned_calls > 0  # the branches' blocks side by side
     assert unlaned.plans.laned_calls == 0
+
+
+def test_lanes_are_not_tried_for_forwards_that_took_long_to_record(lanes_kept, monkeypatch):
+    tried = []
+    monkeypatch.setattr(op_plan._NativePlan, "set_lanes", lambda self, plan, x: tried.append(1) or 0)
+    model = trained_like(HRNet("w18_small_v1", head="pose"))
+    x = torch.randn(1, 3, 128, 96).contiguous(memory_format=torch.channels_last)
+    for limit, expected in ((0.0, []), (60.0, [1])):
+        monkeypatch.setattr(op_plan, "LANES_MAX_RECORDING_S", limit)
+        engine = optimize(model)
+        with torch.inference_mode():
+            for _ in range(3):
+                engine(x)
+        assert engine.plans.num_native_plans == 1
+        assert tried == expected
