@@ -111,19 +111,20 @@ def _branches(n: int = 6):
     return replay, lanes, waits, expected
 
 
-@pytest.mark.parametrize("threads", [2, 1])
-def test_a_laned_replay_gives_the_unlaned_results(threads):
+@pytest.mark.parametrize(("threads", "inference"), [(2, True), (1, True), (2, False)])
+def test_a_laned_replay_gives_the_unlaned_results(threads, inference):
     replay, lanes, waits, expected = _branches()
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)  # one thread: the lanes' calls run in plan order on it
+    torch.set_num_threads(threads)  # one thread, or outside inference mode: the calls run in plan order
     try:
-        for laned in (False, True):
-            if laned:
-                replay.set_lanes(lanes, waits)
-            for _ in range(3):
-                x = torch.randn(16, 32)
-                (out,) = replay.run(x)
-                torch.testing.assert_close(out, expected(x), rtol=1e-5, atol=1e-5)
+        with torch.inference_mode(inference):
+            for laned in (False, True):
+                if laned:
+                    replay.set_lanes(lanes, waits)
+                for _ in range(3):
+                    x = torch.randn(16, 32)
+                    (out,) = replay.run(x)
+                    torch.testing.assert_close(out, expected(x), rtol=1e-5, atol=1e-5)
     finally:
         torch.set_num_threads(before)
 
@@ -136,6 +137,7 @@ def test_a_laned_replay_runs_in_the_callers_inference_mode():
     assert out.is_inference()  # made on the other lane's thread too, under the caller's mode
 
 
+@torch.inference_mode()
 def test_an_error_on_a_lane_is_raised_and_stops_the_other():
     replay, lanes, waits, _ = _branches()
     replay.set_lanes(lanes, waits)

@@ -13,12 +13,15 @@
 // thread (lane -1). A run of consecutive laned calls is one OpenMP region of two threads, each
 // running its lane's calls in plan order; a call first waits for the calls of the other lane it
 // names (the earlier calls whose results it reads, whose inputs it overwrites, or that read a slot it
-// frees). Ops called inside the region see omp_in_parallel() and run on their one thread.
+// frees). Ops called inside the region see omp_in_parallel() and run on their one thread. Lanes run
+// in inference mode only: outside it an op's autograd kernel may be Python, which the other thread
+// would wait on the GIL for; there, and where torch is set to one thread, the calls run in plan order.
 #include <ATen/Parallel.h>
 #include <ATen/ScalarOps.h>
 #include <ATen/ThreadLocalState.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/ivalue.h>
+#include <c10/core/InferenceMode.h>
 #include <c10/util/Exception.h>
 #include <omp.h>
 #include <torch/custom_class.h>
@@ -243,14 +246,16 @@ class PlanReplay : public torch::CustomClassHolder {
   }
 
   // Calls [begin, end), all laned, on two threads (see the top of the file); on one thread in plan
-  // order where torch is set to one thread or OpenMP gives fewer (a run inside another parallel region).
+  // order outside inference mode, where torch is set to one thread, or where OpenMP gives fewer (a
+  // run inside another parallel region).
   void run_lanes(size_t begin, size_t end, std::vector<c10::IValue>& env) const {
     const std::unique_ptr<std::atomic<bool>[]> done(new std::atomic<bool>[end - begin]);
     for (size_t k = begin; k < end; ++k) done[k - begin].store(false, std::memory_order_relaxed);
     std::atomic<bool> failed{false};
     std::exception_ptr errors[2];
     const at::ThreadLocalState state;  // grad and inference mode, dispatch keys, profiler: as the caller's
-#pragma omp parallel num_threads(std::min(2, at::get_num_threads()))
+    const int threads = c10::InferenceMode::is_enabled() ? std::min(2, at::get_num_threads()) : 1;
+#pragma omp parallel num_threads(threads)
     {
       const int lane = omp_get_thread_num(), team = omp_get_num_threads();
       try {
