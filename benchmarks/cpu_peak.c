@@ -45,26 +45,18 @@ static double now(void) {
 
 static const float kOne = 1.0f;
 
-static void fp32_chains(long iters) {
-  __asm__ volatile(
-      PROLOGUE "mov %0, %%rcx\n"
-      "1:\n\t" REPEAT24("vfmadd231ps") "dec %%rcx\n\t"
-      "jnz 1b\n\t"
-      :
-      : "r"(iters), "r"(&kOne)
-      : CLOBBERS);
-}
+// name(iters): iters rounds of OP on the 24 chains.
+#define CHAIN_KERNEL(name, OP)                                                                                    \
+  static void name(long iters) {                                                                                  \
+    __asm__ volatile(PROLOGUE "mov %0, %%rcx\n1:\n\t" REPEAT24(OP) "dec %%rcx\n\tjnz 1b\n\t"                      \
+                     :                                                                                            \
+                     : "r"(iters), "r"(&kOne)                                                                     \
+                     : CLOBBERS);                                                                                 \
+  }
 
+CHAIN_KERNEL(fp32_chains, "vfmadd231ps")
 #if defined(__AVX512BF16__)
-static void bf16_chains(long iters) {
-  __asm__ volatile(
-      PROLOGUE "mov %0, %%rcx\n"
-      "1:\n\t" REPEAT24("vdpbf16ps") "dec %%rcx\n\t"
-      "jnz 1b\n\t"
-      :
-      : "r"(iters), "r"(&kOne)
-      : CLOBBERS);
-}
+CHAIN_KERNEL(bf16_chains, "vdpbf16ps")
 #endif
 
 // Multiply-adds per second of all threads running body(ITERS) at once, in units of 1e9.

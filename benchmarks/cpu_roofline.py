@@ -2,7 +2,8 @@
 
 1. The peak: ``cpu_peak.c`` (compiled here with ``cc -O2 -march=native -fopenmp``) runs independent
    chains of ``vfmadd231ps`` (fp32) and ``vdpbf16ps`` (bf16 pairs into fp32) on every thread, in
-   registers; the best of ``--reps`` runs, in 1e9 multiply-adds per second (GMAC/s).
+   registers; the best of ``--reps`` runs, in 1e9 multiply-adds per second (GMAC/s). On the shared
+   2-core CI machine it moves by a few percent between runs of the script.
 2. The work: the multiply-adds of HRNet-W32 pose's convolutions at 256x192 (counted from the model's
    ``Conv2d`` layers on one image: the direct convolutions' count, so an engine running Winograd
    does fewer and may in principle pass 100%).
