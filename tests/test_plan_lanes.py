@@ -184,6 +184,9 @@ def test_an_engine_on_lanes_gives_the_same_outputs_as_on_all_threads(lanes_kept,
     assert laned.plans.num_native_plans == unlaned.plans.num_native_plans == 1
     assert laned.plans.laned_calls > 0  # the branches' blocks side by side
     assert unlaned.plans.laned_calls == 0
+    (plan,) = [p for p in laned.plans._plans.values() if isinstance(p, op_plan._Plan)]
+    lanes = plan.native.replay.lanes()
+    assert {0, 1} <= set(lanes) and sum(lane >= 0 for lane in lanes) == plan.laned_calls
 
 
 def test_lanes_are_not_tried_for_forwards_that_took_long_to_record(lanes_kept, monkeypatch):

@@ -200,6 +200,11 @@ class PlanReplay : public torch::CustomClassHolder {
 
   int64_t num_calls() const { return static_cast<int64_t>(calls_.size()); }
 
+  // Each call's lane (-1 for all where set_lanes was not called).
+  std::vector<int64_t> lanes() const {
+    return lanes_.empty() ? std::vector<int64_t>(calls_.size(), -1) : lanes_;
+  }
+
  private:
   struct ListTemplate {
     int64_t arg;
@@ -323,5 +328,6 @@ TORCH_LIBRARY_FRAGMENT(hrnet_fast, m) {
       .def("run", &hrnet_fast::PlanReplay::run)
       .def("time_calls", &hrnet_fast::PlanReplay::time_calls)
       .def("set_lanes", &hrnet_fast::PlanReplay::set_lanes)
-      .def("num_calls", &hrnet_fast::PlanReplay::num_calls);
+      .def("num_calls", &hrnet_fast::PlanReplay::num_calls)
+      .def("lanes", &hrnet_fast::PlanReplay::lanes);
 }
