@@ -280,7 +280,7 @@ def _python_kernel(op) -> bool:
 
 def _lanes_are_faster(replay, x: Tensor, lanes: list[int], waits: list[list[int]], rounds: int = 3) -> bool:
     """Whether ``replay`` runs faster on ``x`` with ``lanes`` than without (medians of ``rounds``
-    alternating runs each way); leaves them set."""
+    alternating runs each way); leaves either set."""
     seconds: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(rounds):
         for laned in (False, True):
@@ -319,10 +319,11 @@ class _NativePlan:
         lanes, waits = lane_schedule(dependencies(flows), team, single, pinned)
         if all(lane < 0 for lane in lanes):
             return 0
-        if _lanes_are_faster(self.replay, x, lanes, waits):
-            return sum(lane >= 0 for lane in lanes)
-        self.replay.set_lanes([-1] * len(lanes), [[] for _ in lanes])
-        return 0
+        if not _lanes_are_faster(self.replay, x, lanes, waits):
+            self.replay.set_lanes([-1] * len(lanes), [[] for _ in lanes])
+            return 0
+        self.replay.set_lanes(lanes, waits)
+        return sum(lane >= 0 for lane in lanes)
 
     def __call__(self, x: Tensor):
         tensors = iter(self.replay.run(x))
