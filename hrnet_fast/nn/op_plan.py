@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import statistics
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -93,8 +92,8 @@ class _Warm:
 
 _UNPLANNABLE = object()  # a signature whose forward cannot be planned: it runs as Python
 
-# Lanes are tried only for forwards whose recording took less: trying costs about ten runs of the
-# plan (timing each call, then both ways), and they pay where the ops are small. HRNet-W32 pose on a
+# Lanes are tried only for forwards whose recording took less: trying costs about sixteen runs of
+# the plan (timing each call, then both ways), and they pay where the ops are small. HRNet-W32 pose on a
 # 2-core AMD EPYC: batch 1 records in 0.03-0.05 s (lanes about 4% faster), batch 8 in 0.15 s in
 # bfloat16 (about 1% faster) and 0.24 s in float32 (1-3% slower).
 LANES_MAX_RECORDING_S = 0.2
@@ -279,17 +278,21 @@ def _python_kernel(op) -> bool:
     return False
 
 
-def _lanes_are_faster(replay, x: Tensor, lanes: list[int], waits: list[list[int]], rounds: int = 3) -> bool:
-    """Whether ``replay`` runs faster on ``x`` with ``lanes`` than without (medians of ``rounds``
-    alternating runs each way); leaves either set."""
+def _lanes_are_faster(replay, x: Tensor, lanes: list[int], waits: list[list[int]], rounds: int = 5) -> bool:
+    """Whether ``replay`` runs faster on ``x`` with ``lanes`` than without: the fastest of ``rounds``
+    alternating runs each way, after one untimed run each (the fastest run is the one other
+    processes disturbed least; medians of three let a noisy spell flip a 4% difference). Leaves
+    either set."""
+    none = ([-1] * len(lanes), [[] for _ in lanes])
     seconds: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(rounds):
+    for timed in [False] + [True] * rounds:
         for laned in (False, True):
-            replay.set_lanes(*((lanes, waits) if laned else ([-1] * len(lanes), [[] for _ in lanes])))
+            replay.set_lanes(*((lanes, waits) if laned else none))
             start = time.perf_counter()
             replay.run(x)
-            seconds[laned].append(time.perf_counter() - start)
-    return statistics.median(seconds[True]) < statistics.median(seconds[False])
+            if timed:
+                seconds[laned].append(time.perf_counter() - start)
+    return min(seconds[True]) < min(seconds[False])
 
 
 class _NativePlan:
@@ -310,7 +313,7 @@ class _NativePlan:
     def set_lanes(self, plan: _Plan, x: Tensor) -> int:
         """Lay the plan's calls out on two lanes (plan_lanes.py) from each call's time on all threads
         and on one (the better of two runs on ``x`` each), and keep them if the plan then runs
-        faster on ``x`` (medians of three alternating runs each way); how many calls run on lanes."""
+        faster on ``x`` (:func:`_lanes_are_faster`); how many calls run on lanes."""
         team, single = (
             [min(a, b) for a, b in zip(self.replay.time_calls(x, one), self.replay.time_calls(x, one), strict=True)]
             for one in (False, True)
