@@ -95,7 +95,7 @@ _UNPLANNABLE = object()  # a signature whose forward cannot be planned: it runs 
 # Lanes are tried only for forwards whose recording took less: trying costs about sixteen runs of
 # the plan (timing each call, then both ways), and they pay where the ops are small. HRNet-W32 pose on a
 # 2-core AMD EPYC: batch 1 records in 0.03-0.05 s (lanes about 4% faster), batch 8 in 0.15 s in
-# bfloat16 (about 1% faster) and 0.24 s in float32 (1-3% slower).
+# bfloat16 (within 1% either way) and 0.24 s in float32 (1-3% slower).
 LANES_MAX_RECORDING_S = 0.2
 
 

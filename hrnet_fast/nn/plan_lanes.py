@@ -14,7 +14,7 @@ can start soonest, after the calls it depends on); a piece goes on lanes only wh
 predicted faster by more than the cost of starting and joining the two threads. The prediction takes
 each call's time alone; two ops at once share the L3 cache and the memory bandwidth, so the owner
 times the plan both ways and keeps lanes only where they are faster (on a 2-core AMD EPYC, HRNet-W32
-pose: about 4% faster at batch 1; at batch 8 about 1% faster in bfloat16, 1-3% slower in float32).
+pose: about 4% faster at batch 1; at batch 8 within 1% in bfloat16, 1-3% slower in float32).
 Outputs are the same either way: every op computes the same values on one thread as on several.
 
 A call depends on an earlier one whose result it reads, on the last earlier call that wrote a
