@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import platform
 import statistics
@@ -31,7 +30,7 @@ import torch
 import hrnet_fast
 from hrnet_fast import HRNet
 from hrnet_fast.bench.report import table
-from hrnet_fast.bench.results import environment, markdown_header
+from hrnet_fast.bench.results import environment, write_report
 from hrnet_fast.nn import MultiResolutionFusion, fusion
 from hrnet_fast.ops import upsample_sum
 
@@ -261,13 +260,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nHRNet-W32 pose forward, batch 8, 256x192, fp32 ({args.model_reps} rounds)\n{model_table}")
     print(f"\nwhere the reference forward spends its time\n{share_table}")
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
         results = {"setup": header, "op": op_rows, "model": model_rows, "reference_time_split": share_rows}
-        (args.out / "cpu_ext.json").write_text(json.dumps(results, indent=2))
         env = environment(torch.device("cpu"), " ".join(["python benchmarks/cpu_ext.py", *(argv or sys.argv[1:])]))
-        (args.out / "cpu_ext.md").write_text(
-            markdown_header("C++ extension, backend cpp (benchmarks/cpu_ext.py)", env)
-            + f"\n{header}\n\n```\n{op_table}\n```\n\n```\n{model_table}\n```\n\n```\n{share_table}\n```\n"
+        write_report(
+            args.out,
+            "cpu_ext",
+            results,
+            "C++ extension, backend cpp (benchmarks/cpu_ext.py)",
+            env,
+            f"\n{header}\n\n```\n{op_table}\n```\n\n```\n{model_table}\n```\n\n```\n{share_table}\n```\n",
         )
     return 0
 

@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import copy
 import functools
-import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,7 +37,7 @@ from cpu_ext import alternate, cpp_run_setup, summary_row
 
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.bench.report import table
-from hrnet_fast.bench.results import markdown_header
+from hrnet_fast.bench.results import write_report
 from hrnet_fast.bench.shapes import branch_sizes, stage_widths
 from hrnet_fast.models.engine import fold_children_
 from hrnet_fast.nn import MultiResolutionFusion, fusion
@@ -221,7 +220,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nHRNet-W32 pose forward, batch {BATCH}, optimize() channels_last fp32\n{model_table}")
     env["load"] = (load_before, os.getloadavg()[0])
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
         results = {
             "setup": setup,
             "environment": env,
@@ -229,15 +227,18 @@ def main(argv: list[str] | None = None) -> int:
             "branches": branch_rows,
             "model": model_rows,
         }
-        (args.out / "cpu_level2.json").write_text(json.dumps(results, indent=2))
-        (args.out / "cpu_level2.md").write_text(
-            markdown_header("Level 2 on backend cpp, CPU (benchmarks/cpu_level2.py)", env)
-            + f"\n{setup}.\n\nW32 pose stage-4 fusion step, batch {BATCH}, all four output branches "
+        write_report(
+            args.out,
+            "cpu_level2",
+            results,
+            "Level 2 on backend cpp, CPU (benchmarks/cpu_level2.py)",
+            env,
+            f"\n{setup}.\n\nW32 pose stage-4 fusion step, batch {BATCH}, all four output branches "
             f"(level 1: upsample_sum on cpp + framework convs; folded: BN folded into oneDNN convs):\n\n"
             f"```\n{step_table}\n```\n\nPer output branch (fp32, channels_last), the C++ kernel against the same "
             f"paths through oneDNN's fused convs (BN folded) + upsample_sum on cpp; GFLOP/s of the convs and "
             f"projections:\n\n```\n{branch_table}\n```\n\nHRNet-W32 pose forward, batch {BATCH}, 256x192, "
-            f"optimize() (channels_last, fp32) with level 2 on and off:\n\n```\n{model_table}\n```\n"
+            f"optimize() (channels_last, fp32) with level 2 on and off:\n\n```\n{model_table}\n```\n",
         )
     return 0
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from cpu_ext import alternate, cpp_run_setup, runner_columns, summary_row
 
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.bench.report import table
-from hrnet_fast.bench.results import markdown_header
+from hrnet_fast.bench.results import write_report
 from hrnet_fast.nn import folded
 from hrnet_fast.ops.onednn_conv import onednn_conv_status
 from hrnet_fast.testing import randomize_batchnorm_
@@ -86,14 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nHRNet-W32 pose forward, optimize() channels_last, torch's oneDNN call and the direct one\n{text}")
     env["load"] = (load_before, os.getloadavg()[0])
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
         results = {"setup": setup, "environment": env, "model": rows}
-        (args.out / "cpu_onednn.json").write_text(json.dumps(results, indent=2))
-        (args.out / "cpu_onednn.md").write_text(
-            markdown_header("Direct oneDNN convolutions (benchmarks/cpu_onednn.py)", env)
-            + f"\n{setup}.\n\nHRNet-W32 pose forward, 256x192, optimize() (backend cpp, channels_last, op plans), "
+        write_report(
+            args.out,
+            "cpu_onednn",
+            results,
+            "Direct oneDNN convolutions (benchmarks/cpu_onednn.py)",
+            env,
+            f"\n{setup}.\n\nHRNet-W32 pose forward, 256x192, optimize() (backend cpp, channels_last, op plans), "
             "its convolutions through torch's oneDNN call (mkldnn._convolution_pointwise, prepacked weights) and "
-            f"through oneDNN's primitive API directly (hrnet_fast/ops/onednn_conv.py):\n\n```\n{text}\n```\n"
+            f"through oneDNN's primitive API directly (hrnet_fast/ops/onednn_conv.py):\n\n```\n{text}\n```\n",
         )
     return 0
 

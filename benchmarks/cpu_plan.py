@@ -17,7 +17,6 @@ run the same ops); the largest differences are reported. Writes cpu_plan.json an
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from cpu_ext import alternate, cpp_run_setup, runner_columns, summary_row
 
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.bench.report import table
-from hrnet_fast.bench.results import markdown_header
+from hrnet_fast.bench.results import write_report
 from hrnet_fast.testing import randomize_batchnorm_
 
 CASES = ((1, torch.float32), (1, torch.bfloat16), (8, torch.float32), (8, torch.bfloat16))
@@ -81,15 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nHRNet-W32 pose forward, optimize() channels_last: Python, plan in Python, in C++, on lanes\n{text}")
     env["load"] = (load_before, os.getloadavg()[0])
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
         results = {"setup": setup, "environment": env, "model": rows}
-        (args.out / "cpu_plan.json").write_text(json.dumps(results, indent=2))
-        (args.out / "cpu_plan.md").write_text(
-            markdown_header("optimize()'s CPU op plans (benchmarks/cpu_plan.py)", env)
-            + f"\n{setup}.\n\nHRNet-W32 pose forward, 256x192, optimize() (backend cpp, channels_last) running its "
+        write_report(
+            args.out,
+            "cpu_plan",
+            results,
+            "optimize()'s CPU op plans (benchmarks/cpu_plan.py)",
+            env,
+            f"\n{setup}.\n\nHRNet-W32 pose forward, 256x192, optimize() (backend cpp, channels_last) running its "
             "forward as Python (cpu_plan=False), replaying its op plan in Python (plans.native = False), in C++ "
             "with every op on all threads (plans.lanes = False) and in C++ with lanes where measured faster (the "
-            f"default):\n\n```\n{text}\n```\n"
+            f"default):\n\n```\n{text}\n```\n",
         )
     return 0
 

@@ -32,7 +32,7 @@ import torch
 from hrnet_fast import HRNet
 from hrnet_fast.bench import results
 from hrnet_fast.bench.report import table
-from hrnet_fast.bench.results import environment, markdown_header
+from hrnet_fast.bench.results import environment, write_report
 
 HERE = Path(__file__).parent
 PEER_FILES = "cpu-w32-pose-b*-peers*.json"
@@ -132,14 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     text = table(rows, COLUMNS)
     print(f"{setup}\n\n{text}")
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
         data = {"setup": setup, "environment": env, "peak_gmac_per_s": peak, "macs_per_image": macs, "rows": rows}
-        (args.out / "cpu_roofline.json").write_text(json.dumps(data, indent=2))
-        (args.out / "cpu_roofline.md").write_text(
-            markdown_header("Share of the CPU's multiply-accumulate peak (benchmarks/cpu_roofline.py)", env)
-            + f"\n{setup}.\n\nEach engine of the peer runs above (`{PEER_FILES}`, timed in their own runs): its "
+        write_report(
+            args.out,
+            "cpu_roofline",
+            data,
+            "Share of the CPU's multiply-accumulate peak (benchmarks/cpu_roofline.py)",
+            env,
+            f"\n{setup}.\n\nEach engine of the peer runs above (`{PEER_FILES}`, timed in their own runs): its "
             "median as the model's direct-convolution multiply-adds per second and as a share of the peak of "
-            f"its dtype (Winograd does fewer multiply-adds, so its share is effective):\n\n```\n{text}\n```\n"
+            f"its dtype (Winograd does fewer multiply-adds, so its share is effective):\n\n```\n{text}\n```\n",
         )
     return 0
 

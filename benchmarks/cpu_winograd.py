@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import json
 import os
 import statistics
 from collections.abc import Callable, Iterator
@@ -34,7 +33,7 @@ from cpu_ext import alternate, cpp_run_setup
 
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.bench.report import table
-from hrnet_fast.bench.results import markdown_header
+from hrnet_fast.bench.results import write_report
 from hrnet_fast.bench.shapes import branch_sizes, stage_widths
 from hrnet_fast.nn import folded
 from hrnet_fast.ops import conv_bias_act, winograd_conv, winograd_conv_reference, winograd_panel
@@ -194,16 +193,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nHRNet-W32 pose forward, optimize() fp32 channels_last\n{model_table}")
     env["load"] = (load_before, os.getloadavg()[0])
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
         results = {"setup": setup, "environment": env, "convs": conv_rows, "model": model_rows}
-        (args.out / "cpu_winograd.json").write_text(json.dumps(results, indent=2))
-        (args.out / "cpu_winograd.md").write_text(
-            markdown_header("Winograd 3x3 convs on backend cpp, CPU (benchmarks/cpu_winograd.py)", env)
-            + f"\n{setup}.\n\nOne 3x3 block conv per stage-4 branch of HRNet-W32 pose (fp32 channels_last, + bias "
+        write_report(
+            args.out,
+            "cpu_winograd",
+            results,
+            "Winograd 3x3 convs on backend cpp, CPU (benchmarks/cpu_winograd.py)",
+            env,
+            f"\n{setup}.\n\nOne 3x3 block conv per stage-4 branch of HRNet-W32 pose (fp32 channels_last, + bias "
             f"+ residual + ReLU), {WEIGHTS} distinct weights taken in turn; GFLOP/s count the direct conv's "
             f"FLOPs (Winograd's are effective):\n\n```\n{conv_table}\n```\n\nHRNet-W32 pose forward, 256x192, "
             f"optimize() (backend cpp, fp32 channels_last) with Winograd on and off; errors against the "
-            f"float64 model:\n\n```\n{model_table}\n```\n"
+            f"float64 model:\n\n```\n{model_table}\n```\n",
         )
     return 0
 

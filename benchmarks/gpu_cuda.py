@@ -35,7 +35,7 @@ import torch
 import hrnet_fast
 from hrnet_fast import _ext
 from hrnet_fast.bench.report import table
-from hrnet_fast.bench.results import environment, markdown_header
+from hrnet_fast.bench.results import environment, write_report
 from hrnet_fast.bench.shapes import fusion_shapes
 from hrnet_fast.bench.timer import cache_bytes, copy_bandwidth
 from hrnet_fast.ops import BackendUnavailableError, resolve_backend
@@ -323,19 +323,19 @@ def main(argv: list[str] | None = None) -> int:
         "checks": checks.results,
         "timings": rows,
     }
-    (args.out / "gpu_cuda.json").write_text(json.dumps(results, indent=2))
     failed = [f"- {r['check']}: {r['detail']}" for r in checks.results if not r["ok"]]
-    (args.out / "gpu_cuda.md").write_text(
-        markdown_header(
-            "CUDA C++ backend (benchmarks/gpu_cuda.py)",
-            environment(torch.device(DEVICE), " ".join(["python benchmarks/gpu_cuda.py", *sys.argv[1:]])),
-        )
-        + f"\nExtension: {info['backend']} after {info['build_or_load_s']:.1f} s ({info['nvcc']}).\n\n"
+    write_report(
+        args.out,
+        "gpu_cuda",
+        results,
+        "CUDA C++ backend (benchmarks/gpu_cuda.py)",
+        environment(torch.device(DEVICE), " ".join(["python benchmarks/gpu_cuda.py", *sys.argv[1:]])),
+        f"\nExtension: {info['backend']} after {info['build_or_load_s']:.1f} s ({info['nvcc']}).\n\n"
         f"Correctness: {len(checks.results) - checks.failed} of {len(checks.results)} checks pass.\n"
         + "".join(f"{line}\n" for line in failed)
         + f"\nCopy bandwidth {copy_bw / 1e12:.2f} TB/s. Level-1 op (nearest, relu), GPU time per call, "
         f"median of {args.repeats} x {args.calls} calls, inputs rotated over > 2x L2:\n\n"
-        f"```\n{timings}\n```\n"
+        f"```\n{timings}\n```\n",
     )
     return 1 if checks.failed else 0
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from gpu_cuda import Checks
 
 import hrnet_fast
 from hrnet_fast.bench.report import table
-from hrnet_fast.bench.results import environment, markdown_header
+from hrnet_fast.bench.results import environment, write_report
 from hrnet_fast.bench.shapes import branch_sizes, stage_widths
 from hrnet_fast.bench.timer import Rotation, StopRule, time_fn
 from hrnet_fast.nn import MultiResolutionFusion
@@ -233,16 +232,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = time_all(device, args.budget_s, start)
     timings = table(rows, [(k, h, f) for k, h, f in COLUMNS if any(k in r for r in rows)])
     print(timings)
-    (args.out / "gpu_level2.json").write_text(
-        json.dumps({"environment": env, "checks": checks.results, "timings": rows}, indent=2)
-    )
     failed = [f"- {r['check']}: {r['detail']}" for r in checks.results if not r["ok"]]
-    (args.out / "gpu_level2.md").write_text(
-        markdown_header("Level 2 on backend cpp (benchmarks/gpu_level2.py)", env)
-        + f"\nCorrectness: {len(checks.results) - checks.failed} of {len(checks.results)} checks pass.\n"
+    write_report(
+        args.out,
+        "gpu_level2",
+        {"environment": env, "checks": checks.results, "timings": rows},
+        "Level 2 on backend cpp (benchmarks/gpu_level2.py)",
+        env,
+        f"\nCorrectness: {len(checks.results) - checks.failed} of {len(checks.results)} checks pass.\n"
         + "".join(f"{line}\n" for line in failed)
         + "\nWhole stage-4 fusion step per call (CUDA events, median of 20, inputs rotated over > 2x L2):\n\n"
-        + f"```\n{timings}\n```\n"
+        + f"```\n{timings}\n```\n",
     )
     return 1 if checks.failed else 0
 

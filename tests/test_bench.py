@@ -316,3 +316,13 @@ def test_bad_compare_file_or_output_folder_stop_before_any_work(tmp_path, monkey
     assert "--compare:" in capsys.readouterr().err
     assert main([*TINY, "--json", str(tmp_path / "no" / "a.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_script_report_is_its_json_and_its_section_under_the_runs_heading(tmp_path):
+    env = results.environment(torch.device("cpu"), "python benchmarks/example.py")
+    title = "Example (benchmarks/example.py)"
+    results.write_report(tmp_path / "out", "example", {"rows": [1, 2]}, title, env, "\nbody\n")
+    assert json.loads((tmp_path / "out" / "example.json").read_text()) == {"rows": [1, 2]}
+    text = (tmp_path / "out" / "example.md").read_text()
+    assert text == results.markdown_header(title, env) + "\nbody\n"
+    assert text.startswith("## Example (benchmarks/example.py): ")

@@ -10,6 +10,7 @@ import os
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -84,6 +85,16 @@ def markdown_header(title: str, env: dict) -> str:
         + ".\n\n"
         f"Command: `{env['command']}`\n"
     )
+
+
+def write_report(folder: str | os.PathLike, name: str, data: dict, title: str, env: dict, body: str) -> None:
+    """A benchmark script's results in ``folder`` (made if missing): ``<name>.json`` holding ``data``
+    and ``<name>.md``, the section ``update_results.py`` includes: the heading of ``title`` and
+    ``env`` (:func:`markdown_header`), then ``body``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(data, indent=2))
+    (folder / f"{name}.md").write_text(markdown_header(title, env) + body)
 
 
 def save_json(path: str | os.PathLike, results: Sequence[Result], meta: dict) -> None:
