@@ -24,6 +24,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5, help="runs of the peak kernel; the best counts")
     parser.add_argument("--out", type=Path, default=None, help="folder for cpu_roofline.json and cpu_roofline.md")
     args = parser.parse_args(argv)
-    env = environment(torch.device("cpu"), " ".join(["python benchmarks/cpu_roofline.py", *(argv or [])]))
+    env = environment(torch.device("cpu"), " ".join(["python benchmarks/cpu_roofline.py", *(argv or sys.argv[1:])]))
     peak = measure_peak(args.threads, args.reps)
     macs = conv_macs_per_image()
     rows = engine_rows(HERE / "results", macs, peak)
