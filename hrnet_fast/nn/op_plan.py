@@ -278,20 +278,19 @@ def _python_kernel(op) -> bool:
     return False
 
 
-def _lanes_are_faster(replay, x: Tensor, lanes: list[int], waits: list[list[int]], rounds: int = 5) -> bool:
-    """Whether ``replay`` runs faster on ``x`` with ``lanes`` than without: the fastest of ``rounds``
-    alternating runs each way, after one untimed run each (the fastest run is the one other
-    processes disturbed least; medians of three let a noisy spell flip a 4% difference). Leaves
-    either set."""
-    none = ([-1] * len(lanes), [[] for _ in lanes])
+def _lanes_are_faster(replay, x: Tensor, laned: tuple, unlaned: tuple, rounds: int = 5) -> bool:
+    """Whether ``replay`` runs faster on ``x`` with the ``laned`` schedule than with ``unlaned``
+    (each a ``set_lanes`` argument pair): the fastest of ``rounds`` alternating runs each way, after
+    one untimed run each (the fastest run is the one other processes disturbed least; medians of
+    three let a noisy spell flip a 4% difference). Leaves either set."""
     seconds: dict[bool, list[float]] = {False: [], True: []}
     for timed in [False] + [True] * rounds:
-        for laned in (False, True):
-            replay.set_lanes(*((lanes, waits) if laned else none))
+        for with_lanes in (False, True):
+            replay.set_lanes(*(laned if with_lanes else unlaned))
             start = time.perf_counter()
             replay.run(x)
             if timed:
-                seconds[laned].append(time.perf_counter() - start)
+                seconds[with_lanes].append(time.perf_counter() - start)
     return min(seconds[True]) < min(seconds[False])
 
 
@@ -323,11 +322,10 @@ class _NativePlan:
         lanes, waits = lane_schedule(dependencies(flows), team, single, pinned)
         if all(lane < 0 for lane in lanes):
             return 0
-        if not _lanes_are_faster(self.replay, x, lanes, waits):
-            self.replay.set_lanes([-1] * len(lanes), [[] for _ in lanes])
-            return 0
-        self.replay.set_lanes(lanes, waits)
-        return sum(lane >= 0 for lane in lanes)
+        unlaned = ([-1] * len(lanes), [[] for _ in lanes])
+        faster = _lanes_are_faster(self.replay, x, (lanes, waits), unlaned)
+        self.replay.set_lanes(*((lanes, waits) if faster else unlaned))
+        return sum(lane >= 0 for lane in lanes) if faster else 0
 
     def __call__(self, x: Tensor):
         tensors = iter(self.replay.run(x))
