@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+from cpu_dtypes import ONEDNN_DTYPES
 from test_optimize import trained_like
 from torch import nn
 
@@ -146,7 +147,7 @@ def test_prepacked_weights_follow_in_place_weight_updates():
 
 
 @ONEDNN
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", ONEDNN_DTYPES)
 def test_accumulating_convolution_adds_into_the_residual(dtype):
     x = torch.randn(2, 8, 13, 11, dtype=dtype).contiguous(memory_format=torch.channels_last)
     w, b = torch.randn(16, 8, 3, 3, dtype=dtype), torch.randn(16, dtype=dtype)

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
+from cpu_dtypes import ONEDNN_DTYPES
 from test_optimize import trained_like
 from torch import nn
 
@@ -44,7 +45,7 @@ def test_status_is_none_where_the_library_is_installed():
 
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("residual", [False, True])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", ONEDNN_DTYPES)
 @pytest.mark.parametrize(("shape", "c_out", "k", "stride", "padding"), SHAPES)
 def test_matches_the_reference(shape, c_out, k, stride, padding, dtype, residual, relu):
     x, w, b = _operands(shape, c_out, k, dtype, residual)
@@ -92,7 +93,7 @@ def _primitives(conv):
     return [key for key in conv._packed if key[0] == "onednn"]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", ONEDNN_DTYPES)
 def test_folded_conv_takes_it_for_channels_last_maps_and_follows_weight_and_bias_updates(dtype):
     conv = _folded().to(dtype)  # stride 2: oneDNN (3x3 stride-1 fp32 convs run winograd_conv on cpp)
     x = torch.randn(2, 8, 9, 7).to(dtype).contiguous(memory_format=CL)
@@ -134,12 +135,16 @@ def test_folded_conv_keeps_torchs_call_where_it_does_not_apply():
     torch.testing.assert_close(added, out)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_optimize_gives_the_same_outputs_as_torchs_call(dtype, monkeypatch):
-    """The engine with the direct path against one on torch's oneDNN call: the same oneDNN kernels."""
+@pytest.mark.parametrize("dtype", ONEDNN_DTYPES)
+def test_optimize_gives_torchs_calls_outputs(dtype, monkeypatch):
+    """The engine with the direct path against one on torch's oneDNN call, both judged against float64:
+    no more than twice the error of torch's call. (With AVX-512 both oneDNN builds pick the same
+    kernels and agree bit for bit; with AVX2 only some shapes get other kernels from them.)"""
     torch.manual_seed(0)
     model = trained_like(HRNet("w18_small_v1", head="pose"))
     x = torch.randn(2, 3, 64, 48).to(dtype).contiguous(memory_format=CL)
+    with torch.no_grad():
+        exact = copy.deepcopy(model).double()(x.double())
     direct = optimize(model, dtype=dtype)
     with torch.inference_mode():
         outs = [direct(x) for _ in range(3)]  # Python, recording, replayed plan
@@ -150,7 +155,8 @@ def test_optimize_gives_the_same_outputs_as_torchs_call(dtype, monkeypatch):
         monkeypatch.undo()
         again = copied(x)
     for out in [*outs, again]:
-        torch.testing.assert_close(out, plain, rtol=0, atol=0)
+        assert_matches(out, plain, exact, f"{dtype} direct oneDNN engine", twice_reference=True)
+    torch.testing.assert_close(again, outs[-1], rtol=0, atol=0)  # the same primitives, remade
 
 
 def test_turned_off_by_the_environment():

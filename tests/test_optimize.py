@@ -11,7 +11,7 @@ from hrnet_fast import HEADS, HRNet, available_backends, optimize
 from hrnet_fast.models.engine import fold_sequential
 from hrnet_fast.nn import FoldedConv, fold_conv_bn
 from hrnet_fast.ops import conv_act as conv_act_mod
-from hrnet_fast.ops import conv_bias_act, conv_bias_act_reference, registry
+from hrnet_fast.ops import conv_bias_act, conv_bias_act_reference, cpu_features, registry
 from hrnet_fast.testing import assert_matches
 
 
@@ -86,6 +86,24 @@ def test_bf16_engine_error_is_within_twice_the_reference_implementations_own_bf1
     assert_matches(out, own, exact, "bf16 engine, mean error", mean=True)
 
 
+def test_bf16_without_native_support_warns_and_leaves_the_convolutions_to_torch(monkeypatch):
+    """On a CPU without native bfloat16 (AVX2 only) oneDNN refuses it: optimize() says so, nothing is
+    packed for oneDNN, and the outputs stay within twice the reference's own bf16 error."""
+    monkeypatch.setattr(cpu_features, "native_bf16", lambda: False)
+    model = trained_like(HRNet("w18_small_v1", head="pose"))
+    x = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        exact = model.double()(x.double())
+        own = model.bfloat16()(x.bfloat16())
+    model.float()
+    with pytest.warns(RuntimeWarning, match="no native bfloat16"):
+        engine = optimize(model, dtype=torch.bfloat16)
+    outs = [engine(x) for _ in range(3)]  # Python, recording, replayed plan
+    assert not any(m._packed for m in engine.model.modules() if isinstance(m, FoldedConv))
+    for out in outs:
+        assert_matches(out, own, exact, "bf16 engine without native bf16, mean error", mean=True)
+
+
 def test_optimize_copies_and_never_changes_the_original():
     model = trained_like(HRNet("w18_small_v1", head="pose"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -156,7 +174,8 @@ def test_fused_conv_epilogue_matches_the_composition(dtype, residual, relu):
     b = torch.randn(16, dtype=dtype)
     r = torch.randn(2, 16, 7, 6, dtype=dtype).contiguous(memory_format=torch.channels_last) if residual else None
     if torch.backends.mkldnn.is_available():
-        assert conv_act_mod._vendor(x, r, relu) is conv_act_mod._onednn
+        onednn = dtype == torch.float32 or cpu_features.native_bf16()  # else torch emulates bf16: reference
+        assert conv_act_mod._vendor(x, r, relu) is (conv_act_mod._onednn if onednn else None)
     out = conv_bias_act(x, w, b, stride=2, padding=1, residual=r, relu=relu)
     exact = conv_bias_act_reference(x.double(), w.double(), b.double(), 2, 1, None if r is None else r.double(), relu)
     ref = conv_bias_act_reference(x, w, b, 2, 1, r, relu)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import warnings
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +31,7 @@ from ..nn import CudaGraphCache, FoldedConv, OpPlans
 from ..nn.cpu_workers import CpuWorkers, cpu_workers
 from ..nn.folded import MAX_PACKED_SHAPES
 from ..nn.version_sum import VersionSum
+from ..ops import cpu_features
 from ..ops.registry import exporting, get_backend
 from .blocks import BasicBlock, Bottleneck
 from .hrnet import HRNet
@@ -246,6 +248,13 @@ def optimize(
     dtype = model.conv1.weight.dtype if dtype is None else dtype
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype}")
+    if dtype == torch.bfloat16 and model.conv1.weight.device.type == "cpu" and not cpu_features.native_bf16():
+        warnings.warn(
+            "optimize(dtype=torch.bfloat16): this CPU has no native bfloat16 arithmetic (AVX-512 or AMX), so "
+            "its bfloat16 convolutions run emulated, slower than float32 ones; dtype=torch.float32 is faster here",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     folded = fold_hrnet_(copy.deepcopy(model))
     folded.backend = backend if backend is not None else model.backend  # reaches the new FoldedConvs too
     folded = folded.to(dtype=dtype)

@@ -7,10 +7,11 @@ x: (N, C_in, H, W); weight: (C_out, C_in, k, k); bias: (C_out,); residual: None 
 with the conv's output size; act is ReLU or the identity.
 
 Implementations: the vendor libraries' fused convolutions — oneDNN's ``mkldnn._convolution_pointwise``
-on the CPU (fp32, bf16), cuDNN's ``cudnn_convolution_relu`` / ``cudnn_convolution_add_relu`` on CUDA —
-and the reference composition (``F.conv2d`` + add + ReLU). The reference runs when the reference
-backend is selected, for export (ONNX, tracing), for combinations the libraries lack, and under
-``torch.compile``, which fuses these epilogues itself. A library that refuses some operands
+on the CPU (fp32, and bf16 where the CPU has it natively: :func:`cpu_features.native_bf16`), cuDNN's
+``cudnn_convolution_relu`` / ``cudnn_convolution_add_relu`` on CUDA — and the reference composition
+(``F.conv2d`` + add + ReLU). The reference runs when the reference backend is selected, for export
+(ONNX, tracing), for combinations the libraries lack, and under ``torch.compile``, which fuses these
+epilogues itself. A library that refuses some operands
 (raises) is not asked again for that device, dtype and layout: one warning, then the reference.
 """
 
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..layout import memory_format_of
+from . import cpu_features
 from .registry import exporting, requested_backend
 
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
@@ -38,18 +40,23 @@ def conv_bias_act_reference(
     return torch.relu(out) if relu else out
 
 
+def _onednn_takes(t: Tensor) -> bool:
+    """Whether oneDNN's convolutions take ``t``'s device and dtype on this machine."""
+    return (
+        t.device.type == "cpu"
+        and t.dtype in _ONEDNN_DTYPES
+        and torch.backends.mkldnn.is_available()
+        and (t.dtype != torch.bfloat16 or cpu_features.native_bf16())
+    )
+
+
 def prepack_weight(weight: Tensor, *, stride: int, padding: int, input_shape: tuple[int, ...]) -> Tensor | None:
     """``weight`` reordered once into the blocked layout oneDNN picks for inputs of ``input_shape``
     (an opaque oneDNN tensor, as inductor's freezing makes), to pass as ``conv_bias_act(...,
     packed=)``: the library then skips reordering the weights on every call. None where the oneDNN
-    call does not run: not a CPU float32/bfloat16 weight, or while compiling or exporting."""
-    if (
-        weight.device.type != "cpu"
-        or weight.dtype not in _ONEDNN_DTYPES
-        or not torch.backends.mkldnn.is_available()
-        or torch.compiler.is_compiling()
-        or exporting()
-    ):
+    call does not run: not a CPU float32/bfloat16 weight (bfloat16 only where the CPU has it
+    natively), or while compiling or exporting."""
+    if not _onednn_takes(weight) or torch.compiler.is_compiling() or exporting():
         return None
     pad, st = [padding, padding], [stride, stride]
     with torch.no_grad():
@@ -88,7 +95,7 @@ _REFUSED: set[tuple] = set()
 
 def _vendor(x: Tensor, residual: Tensor | None, relu: bool):
     """The fused library call for these operands, or None where only the reference applies."""
-    if x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES and torch.backends.mkldnn.is_available():
+    if _onednn_takes(x):
         return _onednn
     if x.device.type == "cuda" and x.dtype in _CUDNN_DTYPES and relu and torch.backends.cudnn.is_available():
         return _cudnn

@@ -26,6 +26,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from . import cpu_features
+
 DISABLE_ENV = "HRNET_FAST_ONEDNN"
 DTYPES = (torch.float32, torch.bfloat16)
 
@@ -50,14 +52,15 @@ def onednn_conv_status() -> str | None:
 
 
 def onednn_conv_applies(x: Tensor, weight: Tensor, residual: Tensor | None) -> bool:
-    """Whether these operands fit the library: CPU, fp32/bf16 of one dtype, dense channels_last maps
-    (the residual, when given, is written into)."""
+    """Whether these operands fit the library: CPU, fp32/bf16 of one dtype (bf16 only where the CPU
+    has it natively), dense channels_last maps (the residual, when given, is written into)."""
     maps = (x,) if residual is None else (x, residual)
     return (
         x.device.type == "cpu"
         and x.dtype in DTYPES
         and all(t.dtype == weight.dtype and t.is_contiguous(memory_format=torch.channels_last) for t in maps)
         and x.dtype not in _REFUSED
+        and (x.dtype != torch.bfloat16 or cpu_features.native_bf16())
         and onednn_conv_status() is None
     )
 

@@ -1,0 +1,15 @@
+"""What this CPU computes natively, as torch's oneDNN sees it (asked once, on first use)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 convolutions natively on this CPU (AVX-512 BW/VL/DQ, AVX512-BF16,
+    AMX or AVX-NE-CONVERT). Elsewhere (an AVX2-only CPU, or a VM that hides AVX-512) oneDNN refuses
+    them and torch's own bfloat16 convolutions run several times slower than float32 ones."""
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
