@@ -53,8 +53,7 @@ def cpp_run_setup(script: str, argv: list[str] | None, threads: int | None, roun
         raise SystemExit(f"backend cpp unavailable: {reason}")
     env = environment(torch.device("cpu"), " ".join([f"python benchmarks/{script}", *(argv or sys.argv[1:])]))
     setup = (
-        f"{env['device_name']}, {torch.get_num_threads()} threads, torch {torch.__version__} "
-        f"({torch.backends.cpu.get_cpu_capability()}); {rounds}"
+        f"{env['device_name']}, {torch.get_num_threads()} threads, torch {torch.__version__}; {rounds}"
     )
     return env, setup, os.getloadavg()[0]
 

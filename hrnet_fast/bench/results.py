@@ -57,14 +57,22 @@ def _onednn() -> tuple[str | None, str | None]:
 
 
 def _cpu_model() -> str:
+    """The CPU's model name, family and model numbers and the vector ISA torch uses on it, e.g. "AMD EPYC,
+    family 25 model 17, AVX2": one model name covers CPUs of several generations, and a VM may hide
+    AVX-512 from a CPU that has it."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                if not key.strip():
+                    break  # the first processor's block ends
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    name = fields.get("model name") or platform.processor() or "unknown CPU"
+    details = [f"family {fields['cpu family']} model {fields['model']}"] if "cpu family" in fields else []
+    return ", ".join([name, *details, torch.backends.cpu.get_cpu_capability()])
 
 
 def onednn_text(env: dict) -> str:
