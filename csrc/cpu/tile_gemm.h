@@ -7,8 +7,10 @@
 // (in the map itself or staged), its panel the weights of that tap. The operands have the storage
 // type where a micro-kernel multiplies it directly (fp32, fp64, and bf16 on CPUs with AVX512-BF16,
 // whose dot products take pairs of bf16 along k), else fp32 (fp16, or bf16 without AVX512-BF16,
-// widened as they are staged). fp32/fp64 tiles use GCC/Clang vector extensions (AVX-512 with
-// -march=native, narrower vectors otherwise): kTileP x kTileV 64-byte accumulators in registers.
+// widened as they are staged). fp32/fp64 tiles use GCC/Clang vector extensions as wide as the target's
+// registers (the build passes -march=native): kTileP x kTileV accumulators that fit its register
+// file beside kTileV panel vectors and one broadcast. A vector wider than the target's is split into
+// pieces that no longer fit and spill on every multiply (about 50x slower on AVX2).
 #pragma once
 
 #include <cstdint>
@@ -24,24 +26,34 @@
 
 namespace hrnet_fast::cpu {
 
-// 64-byte vectors of the accumulation type (an alias template would drop the attribute).
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;  // 32 zmm registers: 12 x 2 accumulators
+constexpr int kTileP = 12;        // pixels per register tile
+#elif defined(__AVX__)
+constexpr int kVectorBytes = 32;  // 16 ymm registers: 6 x 2 accumulators
+constexpr int kTileP = 6;
+#else
+constexpr int kVectorBytes = 16;  // 16 xmm registers (x86-64 baseline): 6 x 2 accumulators
+constexpr int kTileP = 6;
+#endif
+constexpr int kTileV = 2;  // vectors of output channels per register tile
+
+// Vectors of the accumulation type, the target's width (an alias template would drop the attribute).
 template <typename A>
 struct Vector;
 template <>
 struct Vector<float> {
-  typedef float type __attribute__((vector_size(64)));
+  typedef float type __attribute__((vector_size(kVectorBytes)));
 };
 template <>
 struct Vector<double> {
-  typedef double type __attribute__((vector_size(64)));
+  typedef double type __attribute__((vector_size(kVectorBytes)));
 };
 template <typename A>
 using Vec = typename Vector<A>::type;
 template <typename A>
-constexpr int kLanes = static_cast<int>(64 / sizeof(A));
+constexpr int kLanes = static_cast<int>(kVectorBytes / sizeof(A));
 
-constexpr int kTileP = 12;  // pixels per register tile
-constexpr int kTileV = 2;   // vectors of output channels per register tile
 template <typename A>
 constexpr int kTileC = kTileV * kLanes<A>;  // output channels per register tile
 
