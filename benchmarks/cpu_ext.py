@@ -52,9 +52,7 @@ def cpp_run_setup(script: str, argv: list[str] | None, threads: int | None, roun
     if reason is not None:
         raise SystemExit(f"backend cpp unavailable: {reason}")
     env = environment(torch.device("cpu"), " ".join([f"python benchmarks/{script}", *(argv or sys.argv[1:])]))
-    setup = (
-        f"{env['device_name']}, {torch.get_num_threads()} threads, torch {torch.__version__}; {rounds}"
-    )
+    setup = f"{env['device_name']}, {torch.get_num_threads()} threads, torch {torch.__version__}; {rounds}"
     return env, setup, os.getloadavg()[0]
 
 

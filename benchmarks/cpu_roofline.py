@@ -1,20 +1,21 @@
 """How close each engine in the CPU peer runs comes to the CPU's multiply-accumulate peak.
 
 1. The peak: ``cpu_peak.c`` (compiled here with ``cc -O2 -march=native -fopenmp``) runs independent
-   chains of ``vfmadd231ps`` (fp32) and ``vdpbf16ps`` (bf16 pairs into fp32) on every thread, in
-   registers; the best of ``--reps`` runs, in 1e9 multiply-adds per second (GMAC/s). On the shared
-   2-core CI machine it moves by a few percent between runs of the script.
+   chains of ``vfmadd231ps`` (fp32; AVX-512 or AVX2) and ``vdpbf16ps`` (bf16 pairs into fp32; with
+   AVX512-BF16) on every thread, in registers; the best of ``--reps`` runs, in 1e9 multiply-adds per
+   second (GMAC/s). On the shared 2-core CI machine it moves by a few percent between runs.
 2. The work: the multiply-adds of HRNet-W32 pose's convolutions at 256x192 (counted from the model's
    ``Conv2d`` layers on one image: the direct convolutions' count, so an engine running Winograd
    does fewer and may in principle pass 100%).
 3. Every ``hrnet-fast bench --suite model --peers`` file of that model in ``benchmarks/results/``
-   (``cpu-w32-pose-b*-peers*.json``): each engine's median time as GMAC/s and as a share of the
-   peak of its dtype. The peers were timed in their own runs, the peak in this one: the machine is
-   shared, so a slow spell in either moves the share by a few percent.
+   (``cpu-*w32-pose-b*-peers*.json``) measured on this CPU (the same device name): each engine's
+   median time as GMAC/s and as a share of the peak of its dtype. The peers were timed in their own
+   runs, the peak in this one: the machine is shared, so a slow spell in either moves the share by a
+   few percent.
 
-Writes cpu_roofline.json and cpu_roofline.md to --out when given.
+Writes NAME.json and NAME.md (default cpu_roofline) to --out when given.
 
-    python benchmarks/cpu_roofline.py [--threads N] [--reps 5] [--out DIR]
+    python benchmarks/cpu_roofline.py [--threads N] [--reps 5] [--out DIR] [--name cpu_roofline]
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from hrnet_fast.bench.report import table
 from hrnet_fast.bench.results import environment, write_report
 
 HERE = Path(__file__).parent
-PEER_FILES = "cpu-w32-pose-b*-peers*.json"
+PEER_FILES = "cpu-*w32-pose-b*-peers*.json"
 CASE = re.compile(r"pose w32 256x192 b(?P<batch>\d+) (?P<dtype>\w+)")
 DTYPES = {"float32": "fp32", "bfloat16": "bf16"}
 
@@ -78,11 +79,13 @@ def conv_macs_per_image() -> int:
     return total
 
 
-def engine_rows(folder: Path, macs: int, peak: dict[str, float | None]) -> list[dict]:
-    """One row per engine timed in each peers file of ``folder``."""
+def engine_rows(folder: Path, macs: int, peak: dict[str, float | None], device_name: str) -> list[dict]:
+    """One row per engine timed in each peers file of ``folder`` measured on ``device_name``."""
     rows = []
     for path in sorted(folder.glob(PEER_FILES)):
-        _, found = results.load_json(path)
+        meta, found = results.load_json(path)
+        if meta.get("device_name") != device_name:
+            continue
         for r in found:
             case = CASE.match(r.case)
             if case is None or r.ms is None:
@@ -118,12 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for the peak (default: all CPUs)")
     parser.add_argument("--reps", type=int, default=5, help="runs of the peak kernel; the best counts")
-    parser.add_argument("--out", type=Path, default=None, help="folder for cpu_roofline.json and cpu_roofline.md")
+    parser.add_argument("--out", type=Path, default=None, help="folder for NAME.json and NAME.md")
+    parser.add_argument("--name", default="cpu_roofline", help="file name of the report (default: cpu_roofline)")
     args = parser.parse_args(argv)
     env = environment(torch.device("cpu"), " ".join(["python benchmarks/cpu_roofline.py", *(argv or sys.argv[1:])]))
     peak = measure_peak(args.threads, args.reps)
     macs = conv_macs_per_image()
-    rows = engine_rows(HERE / "results", macs, peak)
+    rows = engine_rows(HERE / "results", macs, peak, env["device_name"])
     bf16 = f"{peak['bf16']:.0f}" if peak["bf16"] else "n/a (no AVX512-BF16)"
     setup = (
         f"{env['device_name']}, {args.threads} threads: peak {peak['fp32']:.0f} GMAC/s fp32 (vfmadd231ps), "
@@ -136,13 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         data = {"setup": setup, "environment": env, "peak_gmac_per_s": peak, "macs_per_image": macs, "rows": rows}
         write_report(
             args.out,
-            "cpu_roofline",
+            args.name,
             data,
             "Share of the CPU's multiply-accumulate peak (benchmarks/cpu_roofline.py)",
             env,
-            f"\n{setup}.\n\nEach engine of the peer runs above (`{PEER_FILES}`, timed in their own runs): its "
-            "median as the model's direct-convolution multiply-adds per second and as a share of the peak of "
-            f"its dtype (Winograd does fewer multiply-adds, so its share is effective):\n\n```\n{text}\n```\n",
+            f"\n{setup}.\n\nEach engine of the peer runs above on this CPU (`{PEER_FILES}`, timed in their own "
+            "runs): its median as the model's direct-convolution multiply-adds per second and as a share of the "
+            f"peak of its dtype (Winograd does fewer multiply-adds, so its share is effective):\n\n```\n{text}\n```\n",
         )
     return 0
 

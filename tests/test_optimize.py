@@ -86,9 +86,10 @@ def test_bf16_engine_error_is_within_twice_the_reference_implementations_own_bf1
     assert_matches(out, own, exact, "bf16 engine, mean error", mean=True)
 
 
-def test_bf16_without_native_support_warns_and_leaves_the_convolutions_to_torch(monkeypatch):
-    """On a CPU without native bfloat16 (AVX2 only) oneDNN refuses it: optimize() says so, nothing is
-    packed for oneDNN, and the outputs stay within twice the reference's own bf16 error."""
+def test_bf16_without_native_support_computes_in_float32_and_returns_bf16(monkeypatch):
+    """On a CPU without native bfloat16 (AVX2 only) bf16 convolutions are emulated, several times slower
+    than fp32: optimize() says so and computes in fp32 (weights prepacked for oneDNN as in fp32), and
+    the bf16 outputs stay within twice the reference's own bf16 error."""
     monkeypatch.setattr(cpu_features, "native_bf16", lambda: False)
     model = trained_like(HRNet("w18_small_v1", head="pose"))
     x = torch.randn(2, 3, 64, 48)
@@ -96,11 +97,15 @@ def test_bf16_without_native_support_warns_and_leaves_the_convolutions_to_torch(
         exact = model.double()(x.double())
         own = model.bfloat16()(x.bfloat16())
     model.float()
-    with pytest.warns(RuntimeWarning, match="no native bfloat16"):
+    with pytest.warns(RuntimeWarning, match="no native bfloat16.*computes in float32"):
         engine = optimize(model, dtype=torch.bfloat16)
-    outs = [engine(x) for _ in range(3)]  # Python, recording, replayed plan
-    assert not any(m._packed for m in engine.model.modules() if isinstance(m, FoldedConv))
+    assert engine.dtype == torch.bfloat16 and engine.compute_dtype == torch.float32
+    outs = [engine(x) for _ in range(2)]
+    with torch.inference_mode():
+        outs.append(engine(x))  # replayed plan
+    assert any(m._packed for m in engine.model.modules() if isinstance(m, FoldedConv))
     for out in outs:
+        assert out.dtype == torch.bfloat16
         assert_matches(out, own, exact, "bf16 engine without native bf16, mean error", mean=True)
 
 

@@ -176,20 +176,34 @@ class OptimizedHRNet(nn.Module):
         self._versions = VersionSum(self.model.parameters())
         return out
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype of the weights and activations: ``dtype``, except bfloat16 on a CPU without native
+        bfloat16, where the engine computes in float32 (see :func:`optimize`)."""
+        return self.model.conv1.weight.dtype
+
     def forward(self, x: Tensor):
         if not isinstance(x, Tensor) or x.dim() != 4:
             raise ValueError(f"expected images (N, 3, H, W), got {getattr(x, 'shape', type(x).__name__)}")
-        x = x.to(dtype=self.dtype, memory_format=self.memory_format)
+        x = x.to(dtype=self.compute_dtype, memory_format=self.memory_format)
         if self.cuda_graph and x.is_cuda and not torch.compiler.is_compiling():
-            return self.graphs(x)
+            return self._outputs(self.graphs(x), copy=False)
         tracing = torch.compiler.is_compiling() or exporting()
         if tracing or torch.is_inference_mode_enabled():
-            return self._forward(x, tracing)
+            return self._outputs(self._forward(x, tracing), copy=False)
         # Inference mode skips autograd's dispatch (and the custom ops' Python autograd wrappers) on
         # each of the forward's ~300 calls; the outputs leave it as ordinary tensors (one copy).
         with torch.inference_mode():
             out = self._forward(x, tracing)
-        return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
+        return self._outputs(out, copy=True)
+
+    def _outputs(self, out, copy: bool):
+        """``out`` in the engine's dtype, copied when ``copy`` (or cast, which copies)."""
+
+        def finish(t: Tensor) -> Tensor:
+            return t.to(self.dtype) if t.dtype != self.dtype else t.clone() if copy else t
+
+        return tuple(finish(t) for t in out) if isinstance(out, tuple) else finish(out)
 
     def _forward(self, x: Tensor, tracing: bool):
         with torch.no_grad():
@@ -212,7 +226,8 @@ class OptimizedHRNet(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"dtype={self.dtype}, channels_last={self.channels_last}, cuda_graph={self.cuda_graph}, "
+            f"dtype={self.dtype}, compute_dtype={self.compute_dtype}, channels_last={self.channels_last}, "
+            f"cuda_graph={self.cuda_graph}, "
             f"cpu_workers={self.cpu_workers}, cpu_plan={self.cpu_plan}"
         )
 
@@ -233,7 +248,11 @@ def optimize(
     (``cpu_workers=True``: batches split over worker threads instead, one intra-op thread each),
     and on a CPU the forward's ops recorded per input shape and replayed (``cpu_plan``; an in-place
     change to a parameter or a new backend selection records afresh; call ``engine.plans.clear()``
-    after setting one module's ``backend`` by hand).
+    after setting one module's ``backend`` by hand). ``dtype=torch.bfloat16`` for a model on a CPU
+    without native bfloat16 (AVX2 only, or a VM hiding AVX-512: :func:`hrnet_fast.ops.cpu_features.
+    native_bf16`) computes in float32 and returns bfloat16 outputs, with a warning: bfloat16
+    convolutions run emulated there, several times slower than float32 ones (``compute_dtype`` says
+    which the engine uses).
 
     ``model`` must be an HRNet in eval mode (``model.eval()``); it is copied, never changed.
     ``backend`` selects the fused-op backend of the copy (default: the model's own choice).
@@ -248,16 +267,19 @@ def optimize(
     dtype = model.conv1.weight.dtype if dtype is None else dtype
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype}")
+    compute_dtype = dtype
     if dtype == torch.bfloat16 and model.conv1.weight.device.type == "cpu" and not cpu_features.native_bf16():
+        compute_dtype = torch.float32
         warnings.warn(
-            "optimize(dtype=torch.bfloat16): this CPU has no native bfloat16 arithmetic (AVX-512 or AMX), so "
-            "its bfloat16 convolutions run emulated, slower than float32 ones; dtype=torch.float32 is faster here",
+            "optimize(dtype=torch.bfloat16): this CPU has no native bfloat16 arithmetic (AVX-512 or AMX), where "
+            "bfloat16 convolutions run emulated, several times slower than float32 ones; the engine computes in "
+            "float32 and returns bfloat16 outputs",
             RuntimeWarning,
             stacklevel=2,
         )
     folded = fold_hrnet_(copy.deepcopy(model))
     folded.backend = backend if backend is not None else model.backend  # reaches the new FoldedConvs too
-    folded = folded.to(dtype=dtype)
+    folded = folded.to(dtype=compute_dtype)
     if channels_last:
         folded = folded.to(memory_format=torch.channels_last)
     return OptimizedHRNet(folded.eval(), dtype, channels_last, cuda_graph, cpu_workers, cpu_plan)

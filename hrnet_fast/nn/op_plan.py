@@ -313,10 +313,7 @@ class _NativePlan:
         """Lay the plan's calls out on two lanes (plan_lanes.py) from each call's time on all threads
         and on one (the better of two runs on ``x`` each), and keep them if the plan then runs
         faster on ``x`` (:func:`_lanes_are_faster`); how many calls run on lanes."""
-        team, single = (
-            [min(a, b) for a, b in zip(self.replay.time_calls(x, one), self.replay.time_calls(x, one), strict=True)]
-            for one in (False, True)
-        )
+        team, single = self.call_times(x)
         flows = [_data_flow(call) for call in plan.calls]
         pinned = [_python_kernel(call.op) for call in plan.calls]
         lanes, waits = lane_schedule(dependencies(flows), team, single, pinned)
@@ -326,6 +323,14 @@ class _NativePlan:
         faster = _lanes_are_faster(self.replay, x, (lanes, waits), unlaned)
         self.replay.set_lanes(*((lanes, waits) if faster else unlaned))
         return sum(lane >= 0 for lane in lanes) if faster else 0
+
+    def call_times(self, x: Tensor) -> tuple[list[float], list[float]]:
+        """Each call's seconds on ``x`` with all threads and with one, the better of two runs each."""
+        team, single = (
+            [min(a, b) for a, b in zip(self.replay.time_calls(x, one), self.replay.time_calls(x, one), strict=True)]
+            for one in (False, True)
+        )
+        return team, single
 
     def __call__(self, x: Tensor):
         tensors = iter(self.replay.run(x))
