@@ -73,13 +73,19 @@ def test_optimized_model_matches_on_every_backend(backend):
     torch.testing.assert_close(engine(x), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
 
 
-def test_bf16_engine_error_is_within_twice_the_reference_implementations_own_bf16_error():
-    model = trained_like(HRNet("w18_small_v1", head="seg"))
-    x = torch.randn(2, 3, 64, 48)
+def _bf16_and_exact(model, x):
+    """The model's own bfloat16 output on ``x`` and its float64 one (the model is left in float32)."""
     with torch.no_grad():
         exact = model.double()(x.double())
         own = model.bfloat16()(x.bfloat16())
     model.float()
+    return own, exact
+
+
+def test_bf16_engine_error_is_within_twice_the_reference_implementations_own_bf16_error():
+    model = trained_like(HRNet("w18_small_v1", head="seg"))
+    x = torch.randn(2, 3, 64, 48)
+    own, exact = _bf16_and_exact(model, x)
     engine = optimize(model, dtype=torch.bfloat16)
     out = engine(x)
     assert out.dtype == torch.bfloat16
@@ -93,10 +99,7 @@ def test_bf16_without_native_support_computes_in_float32_and_returns_bf16(monkey
     monkeypatch.setattr(cpu_features, "native_bf16", lambda: False)
     model = trained_like(HRNet("w18_small_v1", head="pose"))
     x = torch.randn(2, 3, 64, 48)
-    with torch.no_grad():
-        exact = model.double()(x.double())
-        own = model.bfloat16()(x.bfloat16())
-    model.float()
+    own, exact = _bf16_and_exact(model, x)
     with pytest.warns(RuntimeWarning, match="no native bfloat16.*computes in float32"):
         engine = optimize(model, dtype=torch.bfloat16)
     assert engine.dtype == torch.bfloat16 and engine.compute_dtype == torch.float32
