@@ -27,6 +27,8 @@ import threading
 import time
 from pathlib import Path
 
+from hrnet_fast.bench.results import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 # (part, the output line that ends it) per command, in order; the last part ends with the command
 INSTALLED = r"^Successfully installed .*hrnet-fast"
@@ -43,13 +45,6 @@ def readme_commands(readme: str) -> dict[str, str]:
     marked = readme.split("<!-- test-command -->", 1)[1].split("<!-- /test-command -->", 1)[0]
     test = re.search(r"^```bash\n(.*?)\n```", marked, re.M | re.S).group(1)
     return {"main": main.strip(), "test": test.strip()}
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 class LoadSampler(threading.Thread):
@@ -137,7 +132,7 @@ def main() -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     kinds = [args.only] if args.only else ["main", "test"]
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{_cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    machine = f"{cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     rows = []
     with tempfile.TemporaryDirectory(prefix="hrnet-fast-first-run-") as tmp:
         for kind in kinds:

@@ -21,7 +21,7 @@ NOISE_FLOOR = 0.10  # slowdowns under 10% are never flagged: run-to-run noise on
 
 def environment(device: torch.device, command: str) -> dict:
     """Where and with what a run was measured, and the exact ``command`` that measured it."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     try:
         import triton
 
@@ -56,7 +56,7 @@ def _onednn() -> tuple[str | None, str | None]:
     return version, onednn_conv_status()
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """The CPU's model name, family and model numbers and the vector ISA torch uses on it, e.g. "AMD EPYC,
     family 25 model 17, AVX2": one model name covers CPUs of several generations, and a VM may hide
     AVX-512 from a CPU that has it."""
