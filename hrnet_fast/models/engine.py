@@ -227,8 +227,7 @@ class OptimizedHRNet(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"dtype={self.dtype}, compute_dtype={self.compute_dtype}, channels_last={self.channels_last}, "
-            f"cuda_graph={self.cuda_graph}, "
-            f"cpu_workers={self.cpu_workers}, cpu_plan={self.cpu_plan}"
+            f"cuda_graph={self.cuda_graph}, cpu_workers={self.cpu_workers}, cpu_plan={self.cpu_plan}"
         )
 
 
@@ -268,7 +267,7 @@ def optimize(
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype}")
     compute_dtype = dtype
-    if dtype == torch.bfloat16 and model.conv1.weight.device.type == "cpu" and not cpu_features.native_bf16():
+    if model.conv1.weight.device.type == "cpu" and not cpu_features.onednn_native(dtype):
         compute_dtype = torch.float32
         warnings.warn(
             "optimize(dtype=torch.bfloat16): this CPU has no native bfloat16 arithmetic (AVX-512 or AMX), where "

@@ -326,11 +326,10 @@ class _NativePlan:
 
     def call_times(self, x: Tensor) -> tuple[list[float], list[float]]:
         """Each call's seconds on ``x`` with all threads and with one, the better of two runs each."""
-        team, single = (
+        return tuple(
             [min(a, b) for a, b in zip(self.replay.time_calls(x, one), self.replay.time_calls(x, one), strict=True)]
             for one in (False, True)
         )
-        return team, single
 
     def __call__(self, x: Tensor):
         tensors = iter(self.replay.run(x))

@@ -11,8 +11,8 @@ on the CPU (fp32, and bf16 where the CPU has it natively: :func:`cpu_features.na
 ``cudnn_convolution_relu`` / ``cudnn_convolution_add_relu`` on CUDA — and the reference composition
 (``F.conv2d`` + add + ReLU). The reference runs when the reference backend is selected, for export
 (ONNX, tracing), for combinations the libraries lack, and under ``torch.compile``, which fuses these
-epilogues itself. A library that refuses some operands
-(raises) is not asked again for that device, dtype and layout: one warning, then the reference.
+epilogues itself. A library that refuses some operands (raises) is not asked again for that device,
+dtype and layout: one warning, then the reference.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _onednn_takes(t: Tensor) -> bool:
         t.device.type == "cpu"
         and t.dtype in _ONEDNN_DTYPES
         and torch.backends.mkldnn.is_available()
-        and (t.dtype != torch.bfloat16 or cpu_features.native_bf16())
+        and cpu_features.onednn_native(t.dtype)
     )
 
 

@@ -13,3 +13,9 @@ def native_bf16() -> bool:
     AMX or AVX-NE-CONVERT). Elsewhere (an AVX2-only CPU, or a VM that hides AVX-512) oneDNN refuses
     them and torch's own bfloat16 convolutions run several times slower than float32 ones."""
     return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def onednn_native(dtype: torch.dtype) -> bool:
+    """Whether oneDNN runs ``dtype`` natively here: every dtype but bfloat16, and bfloat16 where
+    :func:`native_bf16`."""
+    return dtype != torch.bfloat16 or native_bf16()

@@ -60,7 +60,7 @@ def onednn_conv_applies(x: Tensor, weight: Tensor, residual: Tensor | None) -> b
         and x.dtype in DTYPES
         and all(t.dtype == weight.dtype and t.is_contiguous(memory_format=torch.channels_last) for t in maps)
         and x.dtype not in _REFUSED
-        and (x.dtype != torch.bfloat16 or cpu_features.native_bf16())
+        and cpu_features.onednn_native(x.dtype)
         and onednn_conv_status() is None
     )
 
