@@ -123,13 +123,13 @@ def test_op_takes_any_weight_layout_and_keeps_base_strides(target):
     assert out.stride() == base.stride() and (out < 0).any()  # relu=False keeps negatives
 
 
-@pytest.mark.parametrize("dtype", LOW_PRECISION)
+@pytest.mark.parametrize("dtype", [torch.float32, *LOW_PRECISION])
 @pytest.mark.parametrize("target", [t for t in TARGETS if t.values[0].name != "triton"])
 def test_odd_sizes_many_tiles_and_batches_split_into_launches(target, dtype):
     """Channels that fill no vector or tile (33, 70; odd input channels: the CPU kernel's last bf16
-    pair is padded with 0), a lower branch larger than base (interpolation down), tiles in both grid
-    dimensions, and (emulated: at most 4096 pixels per launch) 3 samples of 1647 pixels in two
-    launches."""
+    pair is padded with 0; fp32 NCHW: partial 8 x 8 transpose blocks), a lower branch larger than
+    base (interpolation down), tiles in both grid dimensions, and (emulated: at most 4096 pixels per
+    launch) 3 samples of 1647 pixels in two launches."""
     case = ((3, 70, 27, 61), [(3, 33, 53, 122)], [(3, 9, 30, 70), (3, 50, 7, 16)])
     for fmt, (mode, ac) in zip(FORMATS, [("bilinear", True), ("nearest", False)], strict=True):
         args = _inputs(case, dtype, target.device, fmt)

@@ -22,6 +22,7 @@
 #include "../fusion_branch_op.h"
 #include "../resample_index.h"
 #include "tile_gemm.h"
+#include "transpose.h"
 
 namespace hrnet_fast::cpu {
 namespace {
@@ -30,6 +31,34 @@ constexpr int64_t kBandBytes = 256 << 10;  // accumulator tile of one task, at m
 constexpr int kTasksPerThread = 4;
 constexpr int64_t kMinBandPixels = 4 * kTileP;  // a band of fewer pixels splits the channels instead
 constexpr int64_t kBlockBytes = 512 << 10;  // weights of one block of segments, all channels (stay in L2)
+
+// NCHW planes (channel ci of pixel q at src[ci * plane + q]) to channels-last rows: dst[q * cin + ci],
+// converted to the operand type. Without a conversion, whole 8 x 8 blocks go through
+// transpose_block; the rest in blocks of pixels whose channels stay in L1.
+template <typename T, typename R>
+void planes_to_rows(const T* src, int64_t plane, int64_t pixels, int32_t cin, R* dst) {
+  constexpr int kB = kTransposeBlock;
+  int64_t blocked_pixels = 0;
+  int32_t blocked_channels = 0;
+  if constexpr (std::is_same_v<T, R>) {
+    blocked_pixels = pixels / kB * kB;
+    blocked_channels = cin / kB * kB;
+    for (int32_t c0 = 0; c0 < blocked_channels; c0 += kB) {
+      for (int64_t q0 = 0; q0 < blocked_pixels; q0 += kB) {
+        transpose_block(src + c0 * plane + q0, plane, dst + q0 * cin + c0, cin);
+      }
+    }
+  }
+  constexpr int64_t kPixelBlock = 32;
+  for (int64_t q0 = 0; q0 < pixels; q0 += kPixelBlock) {
+    const int64_t q1 = std::min(q0 + kPixelBlock, pixels);
+    for (int32_t ci = 0; ci < cin; ++ci) {
+      for (int64_t q = ci < blocked_channels ? std::max(q0, blocked_pixels) : q0; q < q1; ++q) {
+        dst[q * cin + ci] = to_operand<R>(src[ci * plane + q]);
+      }
+    }
+  }
+}
 
 // Rows [row0, row0 + count) of one sample of a map, channels last in the operand type: GEMM rows are
 // pixel(y, x), cin values each (zeros outside the map). A view of the map itself when it already is
@@ -56,15 +85,8 @@ class StagedRows {
       for (int64_t q = 0; q < pixels; ++q) {
         for (int32_t ci = 0; ci < cin; ++ci) buffer[q * cin + ci] = to_operand<R>(x[q * m.pixel_stride + ci]);
       }
-    } else {  // NCHW: transposed in blocks of pixels whose channels stay in L1
-      constexpr int64_t kBlock = 32;
-      for (int64_t q0 = 0; q0 < pixels; q0 += kBlock) {
-        const int64_t q1 = std::min(q0 + kBlock, pixels);
-        for (int32_t ci = 0; ci < cin; ++ci) {
-          const T* plane = x + ci * m.channel_stride;
-          for (int64_t q = q0; q < q1; ++q) buffer[q * cin + ci] = to_operand<R>(plane[q]);
-        }
-      }
+    } else {
+      planes_to_rows(x, m.channel_stride, pixels, cin, buffer.data());
     }
     data_ = buffer.data();
   }
@@ -253,19 +275,40 @@ void write_band(const Branch<T>& b, const Task& task, const acc_t<T>* acc) {
     const A v = a + b.bias[j] + to_acc(base_value);
     return from_acc<T>(relu && v < A(0) ? A(0) : v);  // v < 0 ? 0 : v keeps NaN, as torch.relu
   };
-  for (int32_t y = task.y0; y < task.y1; ++y) {
-    const A* row = acc + int64_t{y - task.y0} * p.w * width;  // row[x * width + j - j0]: channel j
-    if (kChannelsLast) {
+  if constexpr (kChannelsLast) {
+    for (int32_t y = task.y0; y < task.y1; ++y) {
+      const A* row = acc + int64_t{y - task.y0} * p.w * width;  // row[x * width + j - j0]: channel j
       for (int32_t x = 0; x < p.w; ++x) {
         const T* src = base + pixel_offset(p.base, n, y, x);
         T* dst = out + pixel_offset(p.out, n, y, x);
         for (int64_t j = j0; j < j1; ++j) dst[j] = value(row[x * width + j - j0], src[j], j);
       }
-    } else {
-      for (int64_t j = j0; j < j1; ++j) {
-        const T* src = base + pixel_offset(p.base, n, y, 0) + j * p.base.channel_stride;
-        T* dst = out + pixel_offset(p.out, n, y, 0) + j * p.out.channel_stride;
-        for (int32_t x = 0; x < p.w; ++x) dst[x] = value(row[x * width + j - j0], src[x], j);
+    }
+    return;
+  }
+  // NCHW: the band's pixels q = (y - y0) * w + x are contiguous in every plane. Blocks of 8 channels x
+  // 8 pixels of acc are transposed, then each channel's 8 pixels written at once.
+  constexpr int kB = kTransposeBlock;
+  const int64_t pixels = int64_t{task.y1 - task.y0} * p.w;
+  const T* base0 = base + pixel_offset(p.base, n, task.y0, 0);
+  T* out0 = out + pixel_offset(p.out, n, task.y0, 0);
+  A block[kB][kB];  // [channel][pixel]
+  for (int64_t j = j0; j < j1; j += kB) {
+    const int64_t channels = std::min<int64_t>(kB, j1 - j);
+    for (int64_t q0 = 0; q0 < pixels; q0 += kB) {
+      const int64_t count = std::min<int64_t>(kB, pixels - q0);
+      const A* tile = acc + q0 * width + (j - j0);
+      if (count == kB && j - j0 + kB <= width) {
+        transpose_block(tile, width, &block[0][0], kB);
+      } else {
+        for (int64_t q = 0; q < count; ++q) {
+          for (int64_t c = 0; c < channels; ++c) block[c][q] = tile[q * width + c];
+        }
+      }
+      for (int64_t c = 0; c < channels; ++c) {
+        const T* src = base0 + (j + c) * p.base.channel_stride + q0;
+        T* dst = out0 + (j + c) * p.out.channel_stride + q0;
+        for (int64_t q = 0; q < count; ++q) dst[q] = value(block[c][q], src[q], j + c);
       }
     }
   }
