@@ -29,7 +29,7 @@ namespace {
 
 constexpr int64_t kBandBytes = 256 << 10;  // accumulator tile of one task, at most (unless one row is more)
 constexpr int kTasksPerThread = 4;
-constexpr int64_t kMinBandPixels = 4 * kTileP;  // a band of fewer pixels splits the channels instead
+constexpr int64_t kMinBandPixels = 8 * kTileP;  // a band of fewer pixels splits the channels instead
 constexpr int64_t kBlockBytes = 512 << 10;  // weights of one block of segments, all channels (stay in L2)
 
 // NCHW planes (channel ci of pixel q at src[ci * plane + q]) to channels-last rows: dst[q * cin + ci],
