@@ -54,6 +54,30 @@ using Vec = typename Vector<A>::type;
 template <typename A>
 constexpr int kLanes = static_cast<int>(kVectorBytes / sizeof(A));
 
+// One vector at any element-aligned address, one instruction each way: through a typedef whose
+// alignment is the element's (a typedef may lower it), which may alias the storage. (memcpy into
+// arrays of vectors compiled, in loops, into 16-byte copies through the stack.)
+template <typename A>
+struct UnalignedVector;
+template <>
+struct UnalignedVector<float> {
+  typedef float type __attribute__((vector_size(kVectorBytes), aligned(alignof(float)), may_alias));
+};
+template <>
+struct UnalignedVector<double> {
+  typedef double type __attribute__((vector_size(kVectorBytes), aligned(alignof(double)), may_alias));
+};
+
+template <typename A>
+Vec<A> load_vec(const A* src) {
+  return *reinterpret_cast<const typename UnalignedVector<A>::type*>(src);
+}
+
+template <typename A>
+void store_vec(A* dst, Vec<A> v) {
+  *reinterpret_cast<typename UnalignedVector<A>::type*>(dst) = v;
+}
+
 template <typename A>
 constexpr int kTileC = kTileV * kLanes<A>;  // output channels per register tile
 
@@ -98,7 +122,7 @@ void tile_gemm(const Segment<A>* segments, int count, A* c, int64_t ldc) {
   static_assert(sizeof(V) == L * sizeof(A));
   V acc[kTileP][kTileV] = {};
   for (int p = 0; p < kTileP && kAccumulate; ++p) {
-    for (int j = 0; j < kTileV; ++j) std::memcpy(&acc[p][j], c + p * ldc + j * L, sizeof(V));
+    for (int j = 0; j < kTileV; ++j) acc[p][j] = load_vec(c + p * ldc + j * L);
   }
   for (int s = 0; s < count; ++s) {
     const A* rows[kTileP];
@@ -106,7 +130,7 @@ void tile_gemm(const Segment<A>* segments, int count, A* c, int64_t ldc) {
     const A* b = segments[s].b;
     for (int64_t k = 0; k < segments[s].k; ++k, b += segments[s].ldb) {
       V bv[kTileV];
-      for (int j = 0; j < kTileV; ++j) std::memcpy(&bv[j], b + j * L, sizeof(V));
+      for (int j = 0; j < kTileV; ++j) bv[j] = load_vec(b + j * L);
       for (int p = 0; p < kTileP; ++p) {
         const A x = rows[p][k];
         for (int j = 0; j < kTileV; ++j) acc[p][j] += x * bv[j];
@@ -114,7 +138,7 @@ void tile_gemm(const Segment<A>* segments, int count, A* c, int64_t ldc) {
     }
   }
   for (int p = 0; p < kTileP; ++p) {
-    for (int j = 0; j < kTileV; ++j) std::memcpy(c + p * ldc + j * L, &acc[p][j], sizeof(V));
+    for (int j = 0; j < kTileV; ++j) store_vec(c + p * ldc + j * L, acc[p][j]);
   }
 }
 

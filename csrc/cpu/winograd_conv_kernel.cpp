@@ -43,10 +43,7 @@ Vec<acc_t<T>> load(const T* src, int64_t count) {
   using A = acc_t<T>;
   Vec<A> v = {};
   if constexpr (std::is_same_v<T, A>) {
-    if (count == kLanes<A>) {
-      std::memcpy(&v, src, sizeof v);
-      return v;
-    }
+    if (count == kLanes<A>) return load_vec(src);
   }
   for (int64_t i = 0; i < count; ++i) v[i] = to_acc(src[i]);
   return v;
@@ -57,7 +54,7 @@ void store(T* dst, const Vec<acc_t<T>>& v, int64_t count) {
   using A = acc_t<T>;
   if constexpr (std::is_same_v<T, A>) {
     if (count == kLanes<A>) {
-      std::memcpy(dst, &v, sizeof v);
+      store_vec(dst, v);
       return;
     }
   }
@@ -139,14 +136,19 @@ struct Tiles {
       const At& a = pos[q];
       int j = 0;
       if (q > 0 && a.tx > 0 && a.tx == pos[q - 1].tx + 1) {  // same sample and row: tx only grows within one
-        std::memcpy(r[0], r[2], sizeof r[0]);
-        std::memcpy(r[1], r[3], sizeof r[1]);
+        for (int i = 0; i < 4; ++i) {
+          r[0][i] = r[2][i];
+          r[1][i] = r[3][i];
+        }
         j = 2;
       }
       for (; j < 4; ++j) column(a, j, c, r[j]);
       for (int i = 0; i < 4; ++i) {  // (B^T d) B
-        const V v[4] = {r[0][i] - r[2][i], r[1][i] + r[2][i], r[2][i] - r[1][i], r[1][i] - r[3][i]};
-        for (int k = 0; k < 4; ++k) std::memcpy(dst + (i * 4 + k) * stride, &v[k], sizeof(V));
+        A* row = dst + i * 4 * stride;
+        store_vec(row, r[0][i] - r[2][i]);
+        store_vec(row + stride, r[1][i] + r[2][i]);
+        store_vec(row + 2 * stride, r[2][i] - r[1][i]);
+        store_vec(row + 3 * stride, r[1][i] - r[3][i]);
       }
     }
   }
@@ -155,14 +157,13 @@ struct Tiles {
   // act(A^T M A + bias + residual), rounded once, written channels-last (pixels inside the map only).
   void write_output(const At& at, int64_t j, const A* src, int64_t stride) const {
     V m[16];
-    for (int xi = 0; xi < 16; ++xi) std::memcpy(&m[xi], src + xi * stride, sizeof(V));
+    for (int xi = 0; xi < 16; ++xi) m[xi] = load_vec(src + xi * stride);
     V s[2][4];  // A^T M
     for (int k = 0; k < 4; ++k) {
       s[0][k] = m[k] + m[4 + k] + m[8 + k];
       s[1][k] = m[4 + k] - m[8 + k] - m[12 + k];
     }
-    V b;
-    std::memcpy(&b, bias.data() + j, sizeof b);
+    const V b = load_vec(bias.data() + j);
     const int64_t n = at.n, ty = at.ty, tx = at.tx, width = std::min<int64_t>(L, p.cout - j);
     const T* residual = static_cast<const T*>(p.residual);
     T* out = static_cast<T*>(p.out);
