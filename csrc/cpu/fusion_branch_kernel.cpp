@@ -146,7 +146,8 @@ template <typename T>
 struct Scratch {
   using A = acc_t<T>;
   using R = operand_t<T>;
-  std::vector<A> acc, proj;            // accumulator tile, projected low rows
+  std::vector<A> acc, proj;            // accumulator tile, projected low rows (from cache_aligned)
+  A* acc_data = nullptr;               // the tile, in acc
   std::vector<std::vector<R>> staged;  // per path, its input rows (when not read in place)
   std::vector<const R*> row_pointers;  // kTileP per segment
   std::vector<Segment<R>> segments;
@@ -210,7 +211,7 @@ void add_down_convs(const Branch<T>& b, const Task& task, Scratch<T>& s) {
         for (int i = first; i < last; ++i) {
           s.segments[i].b = WeightPanel<T>::at_channel(b.down_w[i / 9].segment(i % 9), j);
         }
-        tile_gemm(s.segments.data() + first, last - first, s.acc.data() + tile * kTileP * width + j - task.j0, width);
+        tile_gemm(s.segments.data() + first, last - first, s.acc_data + tile * kTileP * width + j - task.j0, width);
       }
     }
   }
@@ -227,7 +228,9 @@ void add_projection(const Branch<T>& b, int k, const Task& task, Scratch<T>& s) 
   const int32_t y0 = task.y0, y1 = task.y1;
   const int32_t r0 = taps(ay, y0).i0, r1 = taps(ay, y1 - 1).i1;  // source rows [r0, r1]
   const int64_t lw = path.x.w, pixels = int64_t{r1 - r0 + 1} * lw, cp = task.width();
-  s.proj.assign(round_up(pixels, kTileP) * cp, A(0));
+  const int64_t proj_size = round_up(pixels, kTileP) * cp;
+  A* const proj = cache_aligned(s.proj, proj_size);
+  std::fill(proj, proj + proj_size, A(0));
   s.staged.resize(std::max<size_t>(s.staged.size(), 1));
   const StagedRows<T, kDirect> input(path.x, task.n, r0, r1 - r0 + 1, path.cin, s.staged[0], b.zeros.data());
   s.row_pointers.resize(kTileP);
@@ -240,15 +243,15 @@ void add_projection(const Branch<T>& b, int k, const Task& task, Scratch<T>& s) 
     for (int64_t j = task.j0; j < task.j1; j += kTileC<A>) {
       const Segment<operand_t<T>> seg{path.cin, s.row_pointers.data(), WeightPanel<T>::at_channel(w.segment(0), j),
                                       w.ldb()};
-      tile_gemm(&seg, 1, s.proj.data() + first * cp + j - task.j0, cp);
+      tile_gemm(&seg, 1, proj + first * cp + j - task.j0, cp);
     }
   }
   const std::vector<Taps<A>>& tx = b.low_x[k];
   for (int32_t y = y0; y < y1; ++y) {
     const Taps<A> ty = taps(ay, y);
-    const A* top = s.proj.data() + (ty.i0 - r0) * lw * cp;
-    const A* bottom = s.proj.data() + (ty.i1 - r0) * lw * cp;
-    A* acc = s.acc.data() + int64_t{y - y0} * p.w * cp;
+    const A* top = proj + (ty.i0 - r0) * lw * cp;
+    const A* bottom = proj + (ty.i1 - r0) * lw * cp;
+    A* acc = s.acc_data + int64_t{y - y0} * p.w * cp;
     for (int32_t x = 0; x < p.w; ++x, acc += cp) {
       const A* t0 = top + tx[x].i0 * cp;
       if (!p.bilinear) {
@@ -340,10 +343,12 @@ void run_branch(const FusionBranchProblem& problem) {
       const int64_t band = i / per_band, j0 = i % per_band * block;
       const int32_t y0 = static_cast<int32_t>(band % per_sample) * rows;
       const Task task{band / per_sample, y0, std::min(y0 + rows, p.h), j0, std::min(j0 + block, b.cp)};
-      s.acc.assign(round_up(int64_t{task.y1 - task.y0} * p.w, kTileP) * task.width(), A(0));
+      const int64_t acc_size = round_up(int64_t{task.y1 - task.y0} * p.w, kTileP) * task.width();
+      s.acc_data = cache_aligned(s.acc, acc_size);
+      std::fill(s.acc_data, s.acc_data + acc_size, A(0));
       if (p.num_down > 0) add_down_convs<T, kDirect>(b, task, s);
       for (int k = 0; k < p.num_low; ++k) add_projection<T, kDirect>(b, k, task, s);
-      write_band<T, kChannelsLast>(b, task, s.acc.data());
+      write_band<T, kChannelsLast>(b, task, s.acc_data);
     }
   });
 }

@@ -78,6 +78,17 @@ void store_vec(A* dst, Vec<A> v) {
   *reinterpret_cast<typename UnalignedVector<A>::type*>(dst) = v;
 }
 
+// `buffer` grown to hold at least n values from a cache-line boundary, and that boundary: a
+// std::vector's data is only 16-byte aligned, so every other 32-byte vector in it straddles two cache
+// lines, which splits its loads and stores (Winograd on AVX2: 0.7-0.75x the speed of aligned buffers).
+template <typename A>
+A* cache_aligned(std::vector<A>& buffer, int64_t n) {
+  constexpr int64_t kLine = 64, kSlack = kLine / static_cast<int64_t>(sizeof(A));
+  if (static_cast<int64_t>(buffer.size()) < n + kSlack) buffer.resize(n + kSlack);
+  const auto address = reinterpret_cast<uintptr_t>(buffer.data());
+  return reinterpret_cast<A*>((address + kLine - 1) & ~static_cast<uintptr_t>(kLine - 1));
+}
+
 template <typename A>
 constexpr int kTileC = kTileV * kLanes<A>;  // output channels per register tile
 

@@ -201,29 +201,29 @@ void run_fused(const Tiles<T>& g) {
   const int64_t cin_pad = g.cin_pad, blocks = (g.count + kTileP - 1) / kTileP, channel_tiles = (p.cout + kC - 1) / kC;
   const Split split(blocks, channel_tiles);  // a block split by channels transforms its inputs per part
   at::parallel_for(0, blocks * split.parts, 1, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<A> transformed, acc;  // [xi][tile][input | output channel], kept per thread
-    transformed.resize(std::max<size_t>(transformed.size(), 16 * kTileP * cin_pad));
-    acc.resize(16 * kTileP * kC);
+    thread_local std::vector<A> transformed_buffer, acc_buffer;  // kept per thread
+    A* const transformed = cache_aligned(transformed_buffer, 16 * kTileP * cin_pad);  // [xi][tile][input channel]
+    A* const acc = cache_aligned(acc_buffer, 16 * kTileP * kC);                       // [xi][tile][output channel]
     const A* rows[16][kTileP];
     for (int xi = 0; xi < 16; ++xi) {
-      for (int q = 0; q < kTileP; ++q) rows[xi][q] = transformed.data() + (xi * kTileP + q) * cin_pad;
+      for (int q = 0; q < kTileP; ++q) rows[xi][q] = transformed + (xi * kTileP + q) * cin_pad;
     }
     for (int64_t task = begin; task < end; ++task) {
       const int64_t first = task / split.parts * kTileP, part = task % split.parts;
       typename Tiles<T>::At pos[kTileP];
       g.positions(first, kTileP, pos);
       for (int64_t c = 0; c < cin_pad; c += L) {
-        g.transform_inputs(first, kTileP, pos, c, transformed.data() + c, cin_pad, kTileP * cin_pad);
+        g.transform_inputs(first, kTileP, pos, c, transformed + c, cin_pad, kTileP * cin_pad);
       }
       const int64_t j0 = part * split.per_part * kC, j1 = std::min<int64_t>(p.cout, j0 + split.per_part * kC);
       for (int64_t j = j0; j < j1; j += kC) {
         for (int xi = 0; xi < 16; ++xi) {
           const Segment<A> segment{p.cin, rows[xi], g.panel + int64_t{xi} * p.cin * p.ldb + j, p.ldb};
-          tile_gemm</*kAccumulate=*/false>(&segment, 1, acc.data() + xi * kTileP * kC, kC);
+          tile_gemm</*kAccumulate=*/false>(&segment, 1, acc + xi * kTileP * kC, kC);
         }
         for (int64_t q = 0; q < std::min<int64_t>(kTileP, g.count - first); ++q) {
           for (int64_t v = 0; v < kC && j + v < p.cout; v += L) {
-            g.write_output(pos[q], j + v, acc.data() + q * kC + v, kTileP * kC);
+            g.write_output(pos[q], j + v, acc + q * kC + v, kTileP * kC);
           }
         }
       }
@@ -245,10 +245,8 @@ void run_phased(const Tiles<T>& g) {
   // Kept per calling thread between calls: no allocation, no page faults on a hot path. (The tasks
   // run on other threads, whose thread_locals are others: they get the buffers' addresses.)
   thread_local std::vector<A> v_buffer, m_buffer;
-  v_buffer.resize(std::max<size_t>(v_buffer.size(), 16 * tiles * cin_pad));
-  m_buffer.resize(std::max<size_t>(m_buffer.size(), 16 * tiles * cout_pad));
-  A* const v = v_buffer.data();
-  A* const m = m_buffer.data();
+  A* const v = cache_aligned(v_buffer, 16 * tiles * cin_pad);
+  A* const m = cache_aligned(m_buffer, 16 * tiles * cout_pad);
   at::parallel_for(0, tiles, kTileP, [&](int64_t begin, int64_t end) {
     typename Tiles<T>::At pos[kTileP];
     for (int64_t first = begin; first < end; first += kTileP) {
