@@ -277,6 +277,10 @@ def test_cli_prints_tables_writes_json_and_plot_and_compares(tmp_path, capsys):
     assert "vs reference" in captured.out and "GB/s" in captured.out and "img/s" in captured.out
     assert "spread" in captured.out and report.LEGEND in captured.out
     assert "\r" not in captured.err and "\033" not in captured.err  # no progress bar drawn into a log
+    steps = [ln for ln in captured.err.splitlines() if ln.startswith("[")]  # instead a line per step begun
+    done, total = steps[-1][1 : steps[-1].index("]")].split("/")
+    assert done == total == str(len(steps)) and "model pose" in steps[-1]
+    assert steps[0].startswith("[1/") and "op upsample_sum" in steps[0]
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
 
     meta, found = results.load_json(tmp_path / "a.json")

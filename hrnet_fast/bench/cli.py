@@ -2,7 +2,8 @@
 
 Each row is timed until its median is known to a set precision or its time budget is spent
 (:class:`~.timer.StopRule`; the defaults per device are :data:`STOP_RULES`), and each case's table
-is printed as soon as it is measured, under a progress bar (tqdm; no bar when stderr is not a terminal).
+is printed as soon as it is measured, under a progress bar (tqdm; where stderr is not a terminal, a
+plain line per step on stderr instead, so a log shows what a long run is doing).
 """
 
 from __future__ import annotations
@@ -177,11 +178,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     plan = _plan(args, backends, copy_bw)
     found: list[suites.Result] = []
-    with progress_bar(sum(rows for rows, _ in plan), "row") as bar:
+    total, started = sum(rows for rows, _ in plan), 0
+    with progress_bar(total, "row") as bar:
 
         def progress(what: str) -> None:
+            nonlocal started
+            started += 1
             bar.set_description_str(what, refresh=False)
             bar.update()
+            if getattr(bar, "disable", True):  # no bar drawn (a log, or no tqdm): a plain line per step
+                print(f"[{started}/{total}] {what}", file=sys.stderr, flush=True)
 
         for _, measure in plan:
             case = measure(progress=progress)
