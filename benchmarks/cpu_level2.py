@@ -8,6 +8,10 @@ run with what ran before it.
      level 1          backend cpp with level 2 off: framework conv + BN per path, then upsample_sum
      level 1 folded   the same with BN folded into oneDNN's fused convs, as optimize() ran it before
      level 2          backend cpp: BN folded, one fusion_branch call per output branch
+   with the step's multiply-adds (every conv and projection: 719 M at batch 8) per second of level 2,
+   and the step's compute floor: those multiply-adds at the float32 peak of cpu_peak.c measured at
+   the start of the run (cpu_roofline.py's measure_peak), the least time any implementation that
+   does them can take here.
 2. Per output branch of that step (fp32, channels_last): the hand-written C++ kernel (one
    fusion_branch call: implicit-GEMM strided convs + low-resolution projections + epilogue) against
    the same paths through oneDNN (its fused convs, BN folded, via conv_bias_act) + upsample_sum on
@@ -34,6 +38,7 @@ from pathlib import Path
 
 import torch
 from cpu_ext import alternate, cpp_run_setup, summary_row
+from cpu_roofline import measure_peak
 
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.bench.report import table
@@ -69,7 +74,22 @@ def without_level2(fn: Callable[[], object]) -> Callable[[], object]:
     return run
 
 
-def bench_step(reps: int) -> list[dict]:
+def step_macs(widths: list[int], sizes: list[tuple[int, int]], batch: int) -> int:
+    """Multiply-adds of one fusion step: per output branch i, each lower branch j's 1x1 projection
+    (at j's size) and each higher branch j's chain of i - j stride-2 3x3 convs (C_j -> C_j, the last
+    C_j -> C_i), each at its output's size."""
+    macs = 0
+    for i, c_out in enumerate(widths):
+        for j, c_in in enumerate(widths):
+            if j > i:
+                macs += sizes[j][0] * sizes[j][1] * c_in * c_out
+            for k in range(i - j):  # the chain's steps, down to sizes[j + k + 1]
+                h, w = sizes[j + k + 1]
+                macs += h * w * c_in * 9 * (c_out if k == i - j - 1 else c_in)
+    return batch * macs
+
+
+def bench_step(reps: int, macs: int, peak_gmacs: float) -> list[dict]:
     widths, sizes = stage_widths("w32", 4), branch_sizes(256, 192)
     torch.manual_seed(0)
     module = randomize_batchnorm_(MultiResolutionFusion(widths)).eval()
@@ -92,7 +112,10 @@ def bench_step(reps: int) -> list[dict]:
             with torch.inference_mode():
                 outputs = {k: f() for k, f in fns.items()}
                 samples = alternate(fns, reps)
-            rows.append(summary_row(samples, outputs, outputs["reference"], {"dtype": dname, "layout": fname}))
+            row = summary_row(samples, outputs, outputs["reference"], {"dtype": dname, "layout": fname})
+            row["level2_gmacs"] = macs / row["level2_ms"] / 1e6
+            row["floor_ms"] = macs / peak_gmacs / 1e6
+            rows.append(row)
             print(f"  step {dname} {fname}: " + ", ".join(f"{k} {v:.2f}" for k, v in rows[-1].items() if "vs" in k))
     return rows
 
@@ -176,6 +199,8 @@ STEP_COLUMNS = [
     ("level2_vs_reference", "L2 vs ref", ".2f"),
     ("level2_vs_level1", "L2 vs L1", ".2f"),
     ("level2_vs_level1_folded", "L2 vs L1 folded", ".2f"),
+    ("level2_gmacs", "L2 GMAC/s", ".0f"),
+    ("floor_ms", "floor ms", ".2f"),
     ("level2_err", "L2 max |err|", ".1e"),
 ]
 BRANCH_COLUMNS = [
@@ -212,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         f"medians of {args.step_reps} (step) and {args.model_reps} (model) alternating rounds",
     )
     print(setup)
-    step_table = table(step_rows := bench_step(args.step_reps), STEP_COLUMNS)
+    peak = measure_peak(torch.get_num_threads(), reps=3)["fp32"]
+    macs = step_macs(stage_widths("w32", 4), branch_sizes(256, 192), BATCH)
+    floor = f"{macs / 1e6:.0f} M multiply-adds, {macs / peak / 1e6:.2f} ms at the fp32 peak of {peak:.1f} GMAC/s"
+    print(f"the step: {floor}")
+    step_table = table(step_rows := bench_step(args.step_reps, macs, peak), STEP_COLUMNS)
     print(f"\nW32 pose stage-4 fusion step, batch {BATCH}, all output branches\n{step_table}")
     branch_table = table(branch_rows := bench_branches(args.step_reps), BRANCH_COLUMNS)
     print(f"\nper output branch, fp32 channels_last: the kernel vs the same paths through oneDNN\n{branch_table}")
@@ -223,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         results = {
             "setup": setup,
             "environment": env,
+            "step_macs": macs,
+            "fp32_peak_gmacs": peak,
             "step": step_rows,
             "branches": branch_rows,
             "model": model_rows,
@@ -234,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
             "Level 2 on backend cpp, CPU (benchmarks/cpu_level2.py)",
             env,
             f"\n{setup}.\n\nW32 pose stage-4 fusion step, batch {BATCH}, all four output branches "
-            f"(level 1: upsample_sum on cpp + framework convs; folded: BN folded into oneDNN convs):\n\n"
+            f"(level 1: upsample_sum on cpp + framework convs; folded: BN folded into oneDNN convs; the step's "
+            f"convs and projections: {floor}, the floor column):\n\n"
             f"```\n{step_table}\n```\n\nPer output branch (fp32, channels_last), the C++ kernel against the same "
             f"paths through oneDNN's fused convs (BN folded) + upsample_sum on cpp; GFLOP/s of the convs and "
             f"projections:\n\n```\n{branch_table}\n```\n\nHRNet-W32 pose forward, batch {BATCH}, 256x192, "

@@ -1,0 +1,42 @@
+"""benchmarks/cpu_level2.py: the multiply-adds it counts for the fusion step (its GMAC/s and floor)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from hrnet_fast.nn import MultiResolutionFusion
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def level2(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import cpu_level2
+
+    return cpu_level2
+
+
+@pytest.mark.parametrize(
+    ("widths", "sizes"),
+    [
+        ([4, 8, 16, 32], [(16, 12), (8, 6), (4, 3), (2, 2)]),
+        ([3, 5, 7], [(9, 7), (5, 4), (3, 2)]),  # odd sizes, odd channels
+    ],
+)
+def test_the_step_is_counted_with_every_conv_and_projection(level2, widths, sizes):
+    fusion = MultiResolutionFusion(widths, backend="reference").eval()
+    counted = []
+
+    def count(module: torch.nn.Conv2d, inputs: tuple, output: torch.Tensor) -> None:
+        counted.append(output.numel() * module.in_channels // module.groups * module.kernel_size[0] ** 2)
+
+    for conv in (m for m in fusion.modules() if isinstance(m, torch.nn.Conv2d)):
+        conv.register_forward_hook(count)
+    batch = 3
+    with torch.no_grad():
+        fusion([torch.randn(batch, c, *hw) for c, hw in zip(widths, sizes, strict=True)])
+    assert level2.step_macs(widths, sizes, batch) == sum(counted) > 0
