@@ -14,8 +14,8 @@ import torch
 from triton_helpers import FORMATS, fresh
 
 from hrnet_fast import HRNet, optimize
-from hrnet_fast.nn import FoldedConv
-from hrnet_fast.ops import winograd_conv, winograd_conv_reference, winograd_panel
+from hrnet_fast.nn import FoldedConv, folded
+from hrnet_fast.ops import cpu_features, winograd_conv, winograd_conv_reference, winograd_panel
 from hrnet_fast.ops.registry import OpLibrary
 from hrnet_fast.testing import assert_matches
 
@@ -23,9 +23,17 @@ pytestmark = pytest.mark.usefixtures("poisoned_outputs")
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 # (batch, C_in, H, W, C_out): odd sizes (half tiles at the bottom and right), channels that fill no
-# vector (5, 20, 260) or tile (50, 40), one pixel, more tiles than a block of 12 across samples, and
-# transformed weights over 2 MB (260 x 160 in fp32: the kernel's three-pass schedule).
-SHAPES = [(2, 20, 13, 9, 50), (1, 5, 1, 1, 3), (3, 32, 8, 6, 64), (1, 16, 7, 30, 32), (2, 260, 5, 7, 150)]
+# vector (5, 20, 260) or tile (50, 40), one pixel, more tiles than a block of 12 across samples,
+# transformed weights over 512 KB (72 x 160 in fp32: fused blocks of two register tiles, 42 tiles so
+# the last block is partial) and over 2 MB (260 x 160 in fp32: the kernel's three-pass schedule).
+SHAPES = [
+    (2, 20, 13, 9, 50),
+    (1, 5, 1, 1, 3),
+    (3, 32, 8, 6, 64),
+    (1, 16, 7, 30, 32),
+    (1, 72, 11, 13, 130),
+    (2, 260, 5, 7, 150),
+]
 
 
 def _op():
@@ -130,12 +138,16 @@ def _folded_conv(c_in=16, c_out=24, kernel=3, stride=1):
     return FoldedConv(conv, bn, relu=True)
 
 
-def test_folded_conv_runs_winograd_for_3x3_stride_1_fp32_on_cpp_only():
+def test_folded_conv_runs_winograd_for_3x3_stride_1_fp32_on_cpp_only(monkeypatch):
     conv = _folded_conv()
     x = fresh((2, 16, 16, 8), fmt=torch.channels_last)
     assert conv.winograd_kernel(x) is not None
     assert conv.winograd_kernel(x.bfloat16()) is None  # bf16 stays on oneDNN's direct conv
-    assert conv.winograd_kernel(fresh((2, 16, 11, 11), fmt=torch.channels_last)) is None  # 242 pixels: weight-bound
+    least = folded.WINOGRAD_MIN_PIXELS.get(cpu_features.vector_isa(), 256)  # fewer pixels: weight-bound
+    assert conv.winograd_kernel(fresh((1, 16, 1, least - 1), fmt=torch.channels_last)) is None
+    assert conv.winograd_kernel(fresh((1, 16, 1, least), fmt=torch.channels_last)) is not None
+    monkeypatch.setattr(cpu_features, "vector_isa", lambda: "AVX512")
+    assert conv.winograd_kernel(fresh((1, 16, 1, 192), fmt=torch.channels_last)) is None  # 256 with AVX-512
     assert _folded_conv(c_in=32, c_out=16).winograd_kernel(fresh((2, 32, 16, 8))) is None  # narrowing
     assert _folded_conv(stride=2).winograd_kernel(x) is None and _folded_conv(kernel=1).winograd_kernel(x) is None
     conv.backend = "reference"

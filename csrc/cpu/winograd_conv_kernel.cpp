@@ -36,6 +36,10 @@ constexpr int kTasksPerThread = 2;
 // EPYC, batch 8): 128 channels 1.3-1.4x oneDNN fused, 1.0-1.1x in three passes; 256 channels the
 // other way round.
 constexpr int64_t kFusedPanelBytes = 2 << 20;
+// Fused blocks of two register tiles above this size (128 channels: 1 MB), one below. W32's convs,
+// 2 threads, interleaved in one process (2-core AMD EPYC, AVX2), two runs: 128 channels 0.78-0.91x the
+// time of one-tile blocks at batch 1 and 8; 32 and 64 channels 0.87-1.05x, no consistent gain.
+constexpr int64_t kWidePanelBytes = 512 << 10;
 
 // count (<= lanes) values of src widened to the accumulation type, zeros after them.
 template <typename T>
@@ -191,39 +195,46 @@ struct Split {
   }
 };
 
-// Small weights (high-resolution maps): everything per block of kTileP tiles in one task, the
-// transformed inputs and the 16 accumulator tiles in L1/L2.
+// Small weights (high-resolution maps): everything per block of tiles in one task, the transformed
+// inputs and the 16 accumulator tiles in L1/L2. A block is one register tile of kTileP tiles, or two
+// where the transformed weights pass kWidePanelBytes: each panel row read from L2/L3 then serves
+// twice the tiles.
 template <typename T>
 void run_fused(const Tiles<T>& g) {
   using A = acc_t<T>;
-  constexpr int L = kLanes<A>, kC = kTileC<A>;
+  constexpr int L = kLanes<A>, kC = kTileC<A>, kMaxBlock = 2 * kTileP;
   const WinogradProblem& p = g.p;
-  const int64_t cin_pad = g.cin_pad, blocks = (g.count + kTileP - 1) / kTileP, channel_tiles = (p.cout + kC - 1) / kC;
+  const int64_t panel_bytes = 16 * int64_t{p.cin} * p.ldb * static_cast<int64_t>(sizeof(A));
+  const int block = panel_bytes > kWidePanelBytes ? kMaxBlock : kTileP;
+  const int64_t cin_pad = g.cin_pad, blocks = (g.count + block - 1) / block, channel_tiles = (p.cout + kC - 1) / kC;
   const Split split(blocks, channel_tiles);  // a block split by channels transforms its inputs per part
   at::parallel_for(0, blocks * split.parts, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<A> transformed_buffer, acc_buffer;  // kept per thread
-    A* const transformed = cache_aligned(transformed_buffer, 16 * kTileP * cin_pad);  // [xi][tile][input channel]
-    A* const acc = cache_aligned(acc_buffer, 16 * kTileP * kC);                       // [xi][tile][output channel]
-    const A* rows[16][kTileP];
+    A* const transformed = cache_aligned(transformed_buffer, 16 * block * cin_pad);  // [xi][tile][input channel]
+    A* const acc = cache_aligned(acc_buffer, 16 * block * kC);                       // [xi][tile][output channel]
+    const A* rows[16][kMaxBlock];
     for (int xi = 0; xi < 16; ++xi) {
-      for (int q = 0; q < kTileP; ++q) rows[xi][q] = transformed + (xi * kTileP + q) * cin_pad;
+      for (int q = 0; q < block; ++q) rows[xi][q] = transformed + (xi * block + q) * cin_pad;
     }
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t first = task / split.parts * kTileP, part = task % split.parts;
-      typename Tiles<T>::At pos[kTileP];
-      g.positions(first, kTileP, pos);
+      const int64_t first = task / split.parts * block, part = task % split.parts;
+      typename Tiles<T>::At pos[kMaxBlock];
+      g.positions(first, block, pos);
       for (int64_t c = 0; c < cin_pad; c += L) {
-        g.transform_inputs(first, kTileP, pos, c, transformed + c, cin_pad, kTileP * cin_pad);
+        g.transform_inputs(first, block, pos, c, transformed + c, cin_pad, block * cin_pad);
       }
       const int64_t j0 = part * split.per_part * kC, j1 = std::min<int64_t>(p.cout, j0 + split.per_part * kC);
       for (int64_t j = j0; j < j1; j += kC) {
         for (int xi = 0; xi < 16; ++xi) {
-          const Segment<A> segment{p.cin, rows[xi], g.panel + int64_t{xi} * p.cin * p.ldb + j, p.ldb};
-          tile_gemm</*kAccumulate=*/false>(&segment, 1, acc + xi * kTileP * kC, kC);
+          const A* panel = g.panel + int64_t{xi} * p.cin * p.ldb + j;
+          for (int r = 0; r < block; r += kTileP) {
+            const Segment<A> segment{p.cin, rows[xi] + r, panel, p.ldb};
+            tile_gemm</*kAccumulate=*/false>(&segment, 1, acc + (xi * block + r) * kC, kC);
+          }
         }
-        for (int64_t q = 0; q < std::min<int64_t>(kTileP, g.count - first); ++q) {
+        for (int64_t q = 0; q < std::min<int64_t>(block, g.count - first); ++q) {
           for (int64_t v = 0; v < kC && j + v < p.cout; v += L) {
-            g.write_output(pos[q], j + v, acc + q * kC + v, kTileP * kC);
+            g.write_output(pos[q], j + v, acc + q * kC + v, block * kC);
           }
         }
       }

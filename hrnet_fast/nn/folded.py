@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..ops import conv_bias_act, requested_backend, resolve_backend, winograd_panel
+from ..ops import conv_bias_act, cpu_features, requested_backend, resolve_backend, winograd_panel
 from ..ops.conv_act import prepack_weight
 from ..ops.onednn_conv import onednn_conv, onednn_conv_applies, prepare_onednn_conv
 from ..ops.registry import fused_kernel
@@ -30,10 +30,13 @@ MAX_PACKED_SHAPES = 4  # prepacked copies kept per conv (one per input shape see
 # Map dtypes whose 3x3 stride-1 convs run winograd_conv (faster than oneDNN's direct conv on a CPU,
 # benchmarks/RESULTS.md); bf16 stays direct: the kernel computes 16-bit maps in fp32.
 WINOGRAD_DTYPES = (torch.float32,)
-# Fewer output pixels (N * H * W) than this and a conv is bound by reading its weights from memory,
-# which Winograd's transformed weights make 16/9 larger: oneDNN's direct conv runs instead (measured
-# inside the W32 pose forward on a 2-core AMD EPYC: 128 channels at 16x12, batch 1, 0.9x).
-WINOGRAD_MIN_PIXELS = 256
+# Fewer output pixels (N * H * W) than this, per vector width (cpu_features.vector_isa), and a conv
+# is bound by reading its weights from memory, which Winograd's transformed weights make 16/9 larger:
+# oneDNN's direct conv runs instead. Measured inside the W32 pose forward on 2-core AMD EPYCs: with
+# AVX-512, 128 channels at 16x12, batch 1, 0.9x, so 256; with AVX2, since the kernel's 128-channel
+# blocks hold two register tiles, the forward at batch 1 took 0.89-0.95x the time at 192 (16x12 at
+# batch 1 on Winograd) as at 256 (four interleaved runs), and at batch 4 0.96x. Other widths: 256.
+WINOGRAD_MIN_PIXELS = {"AVX512": 256, "AVX2": 192}
 WINOGRAD_KEY = ("winograd",)  # where FoldedConv keeps its transformed weights beside the prepacked ones
 
 
@@ -128,7 +131,7 @@ class FoldedConv(nn.Module):
     def winograd_kernel(self, x: Tensor):
         """The ``winograd_conv`` kernel to run this conv on ``x`` with, or None where it does not
         apply (not a 3x3 stride-1 conv with at least as many output channels as input channels, a
-        dtype outside WINOGRAD_DTYPES, not a CPU, fewer output pixels than WINOGRAD_MIN_PIXELS,
+        dtype outside WINOGRAD_DTYPES, not a CPU, fewer output pixels than WINOGRAD_MIN_PIXELS for its ISA,
         compiling or exporting, or a backend without the kernel)."""
         c_out, c_in, k, _ = shape = self.weight.shape
         if shape != self._winograd_shape[0]:  # checked again only when the weight is replaced
@@ -139,8 +142,8 @@ class FoldedConv(nn.Module):
             or x.dtype not in WINOGRAD_DTYPES
             or x.dtype != self.weight.dtype
             or x.device.type != "cpu"
-            or x.shape[0] * x.shape[2] * x.shape[3] < WINOGRAD_MIN_PIXELS
             or torch.compiler.is_compiling()
+            or x.shape[0] * x.shape[2] * x.shape[3] < WINOGRAD_MIN_PIXELS.get(cpu_features.vector_isa(), 256)
         ):
             return None
         return fused_kernel("winograd_conv", resolve_backend(self.backend, x.device), x)  # reference: exporting

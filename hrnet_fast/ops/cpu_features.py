@@ -1,4 +1,4 @@
-"""What this CPU computes natively, as torch's oneDNN sees it (asked once, on first use)."""
+"""What this CPU computes natively, as torch and its oneDNN see it (asked once, on first use)."""
 
 from __future__ import annotations
 
@@ -19,3 +19,10 @@ def onednn_native(dtype: torch.dtype) -> bool:
     """Whether oneDNN runs ``dtype`` natively here: every dtype but bfloat16, and bfloat16 where
     :func:`native_bf16`."""
     return dtype != torch.bfloat16 or native_bf16()
+
+
+@functools.cache
+def vector_isa() -> str:
+    """torch's name for the widest vector instructions it uses on this CPU: "AVX512", "AVX2" (or
+    "DEFAULT", "ZVECTOR", ...); the C++ kernels, built with -march=native, use the same width."""
+    return torch.backends.cpu.get_cpu_capability()
