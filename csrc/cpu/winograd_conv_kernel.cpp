@@ -2,11 +2,11 @@
 // size of the transformed weights (the 16 GEMMs M[xi] = V[xi] U[xi] run on tile_gemm.h's register
 // tiles, vectors along the channels):
 //   fused   (small weights, high-resolution maps): the 2x2 output tiles of every sample, flattened,
-//           are cut into blocks of kTileP; a task (at::parallel_for, OpenMP) is one block x a run
-//           of output-channel tiles. It transforms the block's inputs (B^T d B) into a buffer,
-//           multiplies them into 16 accumulator tiles that stay in L1, and writes the output
-//           transform A^T M A + bias + residual, ReLU, one rounding, channels-last. No transformed
-//           intermediate leaves the task.
+//           are cut into blocks of kTileP (2 kTileP for wide panels); a task (at::parallel_for,
+//           OpenMP) is one block x a run of output-channel tiles. It transforms the block's inputs
+//           (B^T d B) into a buffer, multiplies them into 16 accumulator tiles that stay in L1/L2,
+//           and writes the output transform A^T M A + bias + residual, ReLU, one rounding,
+//           channels-last. No transformed intermediate leaves the task.
 //   phased  (large weights, low-resolution maps, few tiles): the same steps as three parallel
 //           passes over all tiles, so each transformed weight is read once, not once per block.
 #include <ATen/Parallel.h>
