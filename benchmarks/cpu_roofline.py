@@ -62,21 +62,25 @@ def measure_peak(threads: int, reps: int) -> dict[str, float | None]:
     }
 
 
-def conv_macs_per_image() -> int:
-    """Multiply-adds of HRNet-W32 pose's Conv2d layers on one 256x192 image."""
-    model = HRNet("w32", head="pose").eval()
+def conv_macs(module: torch.nn.Module, *inputs) -> int:
+    """Multiply-adds of the Conv2d layers that one forward of ``module`` on ``inputs`` runs."""
     total = 0
 
-    def count(module: torch.nn.Conv2d, inputs: tuple, output: torch.Tensor) -> None:
+    def count(conv: torch.nn.Conv2d, args: tuple, output: torch.Tensor) -> None:
         nonlocal total
-        total += output.numel() * module.weight[0].numel()
+        total += output.numel() * conv.weight[0].numel()
 
-    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
     with torch.no_grad():
-        model(torch.zeros(1, 3, 256, 192))
+        module(*inputs)
     for hook in hooks:
         hook.remove()
     return total
+
+
+def conv_macs_per_image() -> int:
+    """Multiply-adds of HRNet-W32 pose's Conv2d layers on one 256x192 image."""
+    return conv_macs(HRNet("w32", head="pose").eval(), torch.zeros(1, 3, 256, 192))
 
 
 def engine_rows(folder: Path, macs: int, peak: dict[str, float | None], device_name: str) -> list[dict]:

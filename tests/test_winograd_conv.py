@@ -143,7 +143,7 @@ def test_folded_conv_runs_winograd_for_3x3_stride_1_fp32_on_cpp_only(monkeypatch
     x = fresh((2, 16, 16, 8), fmt=torch.channels_last)
     assert conv.winograd_kernel(x) is not None
     assert conv.winograd_kernel(x.bfloat16()) is None  # bf16 stays on oneDNN's direct conv
-    least = folded.WINOGRAD_MIN_PIXELS.get(cpu_features.vector_isa(), 256)  # fewer pixels: weight-bound
+    least = folded.winograd_min_pixels()  # fewer pixels: weight-bound
     assert conv.winograd_kernel(fresh((1, 16, 1, least - 1), fmt=torch.channels_last)) is None
     assert conv.winograd_kernel(fresh((1, 16, 1, least), fmt=torch.channels_last)) is not None
     monkeypatch.setattr(cpu_features, "vector_isa", lambda: "AVX512")

@@ -70,9 +70,11 @@ def cpu_model() -> str:
                 fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    from ..ops import cpu_features
+
     name = fields.get("model name") or platform.processor() or "unknown CPU"
     details = [f"family {fields['cpu family']} model {fields['model']}"] if "cpu family" in fields else []
-    return ", ".join([name, *details, torch.backends.cpu.get_cpu_capability()])
+    return ", ".join([name, *details, cpu_features.vector_isa()])
 
 
 def onednn_text(env: dict) -> str:

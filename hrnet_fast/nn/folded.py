@@ -40,6 +40,11 @@ WINOGRAD_MIN_PIXELS = {"AVX512": 256, "AVX2": 192}
 WINOGRAD_KEY = ("winograd",)  # where FoldedConv keeps its transformed weights beside the prepacked ones
 
 
+def winograd_min_pixels() -> int:
+    """WINOGRAD_MIN_PIXELS for this CPU's vector width (256 for widths it does not list)."""
+    return WINOGRAD_MIN_PIXELS.get(cpu_features.vector_isa(), 256)
+
+
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[Tensor, Tensor]:
     """(weight, bias) of the single conv equal to ``bn(conv(x))`` in eval mode (conv alone without bn)."""
     w = conv.weight.detach().double()
@@ -131,7 +136,7 @@ class FoldedConv(nn.Module):
     def winograd_kernel(self, x: Tensor):
         """The ``winograd_conv`` kernel to run this conv on ``x`` with, or None where it does not
         apply (not a 3x3 stride-1 conv with at least as many output channels as input channels, a
-        dtype outside WINOGRAD_DTYPES, not a CPU, fewer output pixels than WINOGRAD_MIN_PIXELS for its ISA,
+        dtype outside WINOGRAD_DTYPES, not a CPU, fewer output pixels than winograd_min_pixels(),
         compiling or exporting, or a backend without the kernel)."""
         c_out, c_in, k, _ = shape = self.weight.shape
         if shape != self._winograd_shape[0]:  # checked again only when the weight is replaced
@@ -143,7 +148,7 @@ class FoldedConv(nn.Module):
             or x.dtype != self.weight.dtype
             or x.device.type != "cpu"
             or torch.compiler.is_compiling()
-            or x.shape[0] * x.shape[2] * x.shape[3] < WINOGRAD_MIN_PIXELS.get(cpu_features.vector_isa(), 256)
+            or x.shape[0] * x.shape[2] * x.shape[3] < winograd_min_pixels()
         ):
             return None
         return fused_kernel("winograd_conv", resolve_backend(self.backend, x.device), x)  # reference: exporting
