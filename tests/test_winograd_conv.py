@@ -24,8 +24,8 @@ pytestmark = pytest.mark.usefixtures("poisoned_outputs")
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 # (batch, C_in, H, W, C_out): odd sizes (half tiles at the bottom and right), channels that fill no
 # vector (5, 20, 260) or tile (50, 40), one pixel, more tiles than a block of 12 across samples,
-# transformed weights over 512 KB (72 x 160 in fp32: fused blocks of two register tiles, 42 tiles so
-# the last block is partial) and over 2 MB (260 x 160 in fp32: the kernel's three-pass schedule).
+# 42 tiles (the last block partial) of 130 channels (10 column blocks of the panel in fp32, the last
+# one partly zeros) and transformed weights over 2 MB (260 x 160 in fp32: the three-pass schedule).
 SHAPES = [
     (2, 20, 13, 9, 50),
     (1, 5, 1, 1, 3),
@@ -67,14 +67,20 @@ def test_kernel_writes_every_element_and_matches_the_direct_conv(dtype, shape, f
             assert (out < 0).any()  # kept, not clamped
 
 
-def test_transformed_weights_have_the_documented_layout():
-    """U = G g G^T per (C_out, C_in), element xi = 4 * row + column first, C_out padded to 32."""
-    weight = fresh((40, 3, 3, 3), torch.float64)
+@pytest.mark.parametrize("dtype, block", [(torch.float64, 8), (torch.float32, 16)])
+def test_transformed_weights_have_the_documented_layout(dtype, block):
+    """U = G g G^T per (C_out, C_in) at panel[co // B, xi, ci, co % B] (xi = 4 * row + column, B the
+    channels of 64 bytes), C_out padded with zeros to a multiple of 32."""
+    weight = fresh((40, 3, 3, 3), dtype)
     panel = winograd_panel(weight)
     g = torch.tensor([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=torch.float64)
-    co, ci = 37, 2
-    torch.testing.assert_close(panel[:, ci, co].view(4, 4), g @ weight[co, ci] @ g.T)
-    assert panel.shape == (16, 3, 64) and (panel[:, :, 40:] == 0).all()
+    assert panel.shape == (64 // block, 16, 3, block) and panel.dtype == dtype and panel.is_contiguous()
+    by_channel = panel.permute(1, 2, 0, 3).reshape(16, 3, 64)  # [xi][ci][co]
+    for co, ci in [(0, 0), (block - 1, 1), (block, 2), (37, 2)]:
+        want = (g @ weight[co, ci].double() @ g.T).to(dtype)
+        torch.testing.assert_close(panel[co // block, :, ci, co % block].view(4, 4), want, rtol=0, atol=0)
+        torch.testing.assert_close(by_channel[:, ci, co].view(4, 4), want, rtol=0, atol=0)
+    assert (by_channel[:, :, 40:] == 0).all()
     assert winograd_panel(weight.float()).dtype == winograd_panel(weight.bfloat16()).dtype == torch.float32
 
 
@@ -101,8 +107,8 @@ def test_opcheck_and_no_gradient():
 
 def test_bad_inputs_are_refused_with_the_reason():
     x, weight, panel, bias, r = _inputs((1, 8, 5, 6, 12), torch.float32)
-    with pytest.raises(ValueError, match=r"panel must have shape \(16, 8, 32\), got \(16, 8, 64\)"):
-        winograd_conv(x, weight, torch.zeros(16, 8, 64), bias)
+    with pytest.raises(ValueError, match=r"panel must have shape \(2, 16, 8, 16\), got \(16, 8, 32\)"):
+        winograd_conv(x, weight, torch.zeros(16, 8, 32), bias)  # the layout before column blocks
     with pytest.raises(TypeError, match="panel must be torch.float32 on cpu, got torch.float64"):
         winograd_conv(x, weight, panel.double(), bias)
     with pytest.raises(ValueError, match=r"weight must have shape \(12, 8, 3, 3\)"):
@@ -119,8 +125,10 @@ def test_the_cpp_op_checks_its_own_inputs():
     """Called directly (not through hrnet_fast.ops), the C++ op refuses what its kernel cannot take."""
     x, weight, panel, bias, r = _inputs((1, 8, 5, 6, 12), torch.float32)
     op = _op()
-    with pytest.raises(RuntimeError, match=r"panel must be a contiguous Float \(16, 8, 32\) tensor"):
-        op(x, weight, panel[:, :4], bias, r, True)
+    with pytest.raises(RuntimeError, match=r"panel must be a contiguous Float \(2, 16, 8, 16\) tensor"):
+        op(x, weight, panel[:, :, :4], bias, r, True)
+    with pytest.raises(RuntimeError, match=r"panel must be a contiguous Float \(2, 16, 8, 16\) tensor"):
+        op(x, weight, panel.transpose(0, 1).contiguous().transpose(0, 1), bias, r, True)
     with pytest.raises(RuntimeError, match=r"weight must be \(C_out, 8, 3, 3\)"):
         op(x, weight[..., :1, :1], panel, bias, r, True)
     with pytest.raises(RuntimeError, match=r"residual must be Float \[1, 12, 5, 6\]"):

@@ -4,7 +4,9 @@
 //                                                               s.rows[p][k] * panel_s[k][j]
 //
 // A segment is one tap of one path: its rows are kTileP pointers to the input channels of a pixel
-// (in the map itself or staged), its panel the weights of that tap. The operands have the storage
+// (in the map itself or staged), its panel the weights of that tap: rows of ldb values, or column
+// blocks of kPanelBlock channels (one 64-byte line per row) stored one after another (winograd_conv's
+// panel), which a tile streams contiguously instead of one line per ldb. The operands have the storage
 // type where a micro-kernel multiplies it directly (fp32, fp64, and bf16 on CPUs with AVX512-BF16,
 // whose dot products take pairs of bf16 along k), else fp32 (fp16, or bf16 without AVX512-BF16,
 // widened as they are staged). fp32/fp64 tiles use GCC/Clang vector extensions as wide as the target's
@@ -26,7 +28,10 @@
 
 namespace hrnet_fast::cpu {
 
-#if defined(__AVX512F__)
+#if defined(HRNET_FAST_VECTOR_BYTES)  // tests: the tiles of another target, on this one
+constexpr int kVectorBytes = HRNET_FAST_VECTOR_BYTES;
+constexpr int kTileP = kVectorBytes == 64 ? 12 : 6;
+#elif defined(__AVX512F__)
 constexpr int kVectorBytes = 64;  // 32 zmm registers: 12 x 2 accumulators
 constexpr int kTileP = 12;        // pixels per register tile
 #elif defined(__AVX__)
@@ -117,15 +122,22 @@ R to_operand(T v) {
   }
 }
 
+// Channels per column block of a blocked panel: one 64-byte cache line of operands per row.
+template <typename R>
+constexpr int kPanelBlock = static_cast<int>(64 / sizeof(R));
+
 template <typename R>
 struct Segment {
   int64_t k;
   const R* const* rows;  // kTileP of them
-  const R* b;            // the panel, at the tile's first channel
-  int64_t ldb;           // panel row length (channels)
+  const R* b;            // the panel, at the tile's first channel (a multiple of kTileC)
+  int64_t ldb;           // from one panel row to the next (values)
+  // From one column block of kPanelBlock channels to the next (values): kPanelBlock for rows of ldb
+  // values side by side; k * ldb and more for a panel stored block after block.
+  int64_t block_stride = kPanelBlock<R>;
 };
 
-// fp32 / fp64 operands: b is [k][ldb]. kAccumulate false: c = the sum (c is not read).
+// fp32 / fp64 operands. kAccumulate false: c = the sum (c is not read).
 template <bool kAccumulate = true, typename A>
 void tile_gemm(const Segment<A>* segments, int count, A* c, int64_t ldc) {
   using V = Vec<A>;
@@ -135,13 +147,17 @@ void tile_gemm(const Segment<A>* segments, int count, A* c, int64_t ldc) {
   for (int p = 0; p < kTileP && kAccumulate; ++p) {
     for (int j = 0; j < kTileV; ++j) acc[p][j] = load_vec(c + p * ldc + j * L);
   }
+  constexpr int B = kPanelBlock<A>;
+  static_assert(L <= B && B % L == 0);  // a vector lies in one block
   for (int s = 0; s < count; ++s) {
     const A* rows[kTileP];
     for (int p = 0; p < kTileP; ++p) rows[p] = segments[s].rows[p];
     const A* b = segments[s].b;
+    int64_t offsets[kTileV];  // of the tile's vectors from its first channel in a panel row
+    for (int j = 0; j < kTileV; ++j) offsets[j] = j * L / B * segments[s].block_stride + j * L % B;
     for (int64_t k = 0; k < segments[s].k; ++k, b += segments[s].ldb) {
       V bv[kTileV];
-      for (int j = 0; j < kTileV; ++j) bv[j] = load_vec(b + j * L);
+      for (int j = 0; j < kTileV; ++j) bv[j] = load_vec(b + offsets[j]);
       for (int p = 0; p < kTileP; ++p) {
         const A x = rows[p][k];
         for (int j = 0; j < kTileV; ++j) acc[p][j] += x * bv[j];
@@ -154,11 +170,12 @@ void tile_gemm(const Segment<A>* segments, int count, A* c, int64_t ldc) {
 }
 
 #if defined(__AVX512BF16__)
-// bf16 operands, fp32 accumulators: b is [k][ldb] as for fp32. vdpbf16ps adds the products of a pair
-// of a row's values with a pair of panel values along k, so each step interleaves panel rows k and
-// k + 1 (unpacklo/hi_epi16, within 128-bit lanes): acc[p][0] then holds channels 0-3, 8-11, 16-19,
-// 24-27 of the tile and acc[p][1] channels 4-7, 12-15, 20-23, 28-31, reordered once per tile on
-// load and store. An odd k pairs its last row with 0.
+// bf16 operands, fp32 accumulators: b is [k][ldb] as for fp32 (a tile's 32 channels are one panel
+// block, so block_stride is not read). vdpbf16ps adds the products of a pair of a row's values with a
+// pair of panel values along k, so each step interleaves panel rows k and k + 1 (unpacklo/hi_epi16,
+// within 128-bit lanes): acc[p][0] then holds channels 0-3, 8-11, 16-19, 24-27 of the tile and
+// acc[p][1] channels 4-7, 12-15, 20-23, 28-31, reordered once per tile on load and store. An odd k
+// pairs its last row with 0.
 inline void tile_gemm(const Segment<BFloat16>* segments, int count, float* c, int64_t ldc) {
   static_assert(kLanes<float> == 16 && kTileV == 2);
   const __m512i to_interleaved[2] = {_mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27),

@@ -1,12 +1,12 @@
 // winograd_conv on the CPU (see winograd_conv_problem.h for the math), in one of two schedules by the
 // size of the transformed weights (the 16 GEMMs M[xi] = V[xi] U[xi] run on tile_gemm.h's register
-// tiles, vectors along the channels):
+// tiles, vectors along the channels, reading the weights' column blocks as contiguous rows):
 //   fused   (small weights, high-resolution maps): the 2x2 output tiles of every sample, flattened,
-//           are cut into blocks of kTileP (2 kTileP for wide panels); a task (at::parallel_for,
-//           OpenMP) is one block x a run of output-channel tiles. It transforms the block's inputs
-//           (B^T d B) into a buffer, multiplies them into 16 accumulator tiles that stay in L1/L2,
-//           and writes the output transform A^T M A + bias + residual, ReLU, one rounding,
-//           channels-last. No transformed intermediate leaves the task.
+//           are cut into blocks of kTileP; a task (at::parallel_for, OpenMP) is one block x a run
+//           of output-channel tiles. It transforms the block's inputs (B^T d B) into a buffer,
+//           multiplies them into 16 accumulator tiles that stay in L1, and writes the output
+//           transform A^T M A + bias + residual, ReLU, one rounding, channels-last. No transformed
+//           intermediate leaves the task.
 //   phased  (large weights, low-resolution maps, few tiles): the same steps as three parallel
 //           passes over all tiles, so each transformed weight is read once, not once per block.
 #include <ATen/Parallel.h>
@@ -36,10 +36,6 @@ constexpr int kTasksPerThread = 2;
 // EPYC, batch 8): 128 channels 1.3-1.4x oneDNN fused, 1.0-1.1x in three passes; 256 channels the
 // other way round.
 constexpr int64_t kFusedPanelBytes = 2 << 20;
-// Fused blocks of two register tiles above this size (128 channels: 1 MB), one below. W32's convs,
-// 2 threads, interleaved in one process (2-core AMD EPYC, AVX2), two runs: 128 channels 0.78-0.91x the
-// time of one-tile blocks at batch 1 and 8; 32 and 64 channels 0.87-1.05x, no consistent gain.
-constexpr int64_t kWidePanelBytes = 512 << 10;
 
 // count (<= lanes) values of src widened to the accumulation type, zeros after them.
 template <typename T>
@@ -72,7 +68,7 @@ struct Tiles {
   using V = Vec<A>;
   static constexpr int L = kLanes<A>;
   const WinogradProblem& p;
-  const A* panel;  // U, [16][cin][ldb]
+  const A* panel;  // U, [cout_pad / B][16][cin][B], B = kPanelBlock<A>
   int64_t th, tw, count, cin_pad;  // cin_pad: input channels rounded up to whole vectors
   std::vector<A> bias;             // padded with zeros to a whole register tile
 
@@ -90,6 +86,14 @@ struct Tiles {
   struct At {  // where a tile is: its sample, and its row and column among the sample's tiles
     int64_t n, ty, tx;
   };
+  // The GEMM operand of element xi for output channels [j, j + kTileC) (j a multiple of kTileC), rows
+  // from `rows`: one panel row per input channel, B values apart.
+  Segment<A> segment(int xi, int64_t j, const A* const* rows) const {
+    constexpr int B = kPanelBlock<A>;
+    const int64_t block_stride = 16 * int64_t{p.cin} * B;
+    return Segment<A>{p.cin, rows, panel + j / B * block_stride + xi * int64_t{p.cin} * B + j % B, B, block_stride};
+  }
+
   // Where tiles [first, first + tiles) are: one division for the first, then a step per tile.
   void positions(int64_t first, int tiles, At* pos) const {
     At a = {first / (th * tw), first / tw % th, first % tw};
@@ -195,46 +199,39 @@ struct Split {
   }
 };
 
-// Small weights (high-resolution maps): everything per block of tiles in one task, the transformed
-// inputs and the 16 accumulator tiles in L1/L2. A block is one register tile of kTileP tiles, or two
-// where the transformed weights pass kWidePanelBytes: each panel row read from L2/L3 then serves
-// twice the tiles.
+// Small weights (high-resolution maps): everything per block of kTileP tiles in one task, the
+// transformed inputs and the 16 accumulator tiles in L1/L2, the panel's rows streamed from L2/L3.
 template <typename T>
 void run_fused(const Tiles<T>& g) {
   using A = acc_t<T>;
-  constexpr int L = kLanes<A>, kC = kTileC<A>, kMaxBlock = 2 * kTileP;
+  constexpr int L = kLanes<A>, kC = kTileC<A>;
   const WinogradProblem& p = g.p;
-  const int64_t panel_bytes = 16 * int64_t{p.cin} * p.ldb * static_cast<int64_t>(sizeof(A));
-  const int block = panel_bytes > kWidePanelBytes ? kMaxBlock : kTileP;
-  const int64_t cin_pad = g.cin_pad, blocks = (g.count + block - 1) / block, channel_tiles = (p.cout + kC - 1) / kC;
+  const int64_t cin_pad = g.cin_pad, blocks = (g.count + kTileP - 1) / kTileP, channel_tiles = (p.cout + kC - 1) / kC;
   const Split split(blocks, channel_tiles);  // a block split by channels transforms its inputs per part
   at::parallel_for(0, blocks * split.parts, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<A> transformed_buffer, acc_buffer;  // kept per thread
-    A* const transformed = cache_aligned(transformed_buffer, 16 * block * cin_pad);  // [xi][tile][input channel]
-    A* const acc = cache_aligned(acc_buffer, 16 * block * kC);                       // [xi][tile][output channel]
-    const A* rows[16][kMaxBlock];
+    A* const transformed = cache_aligned(transformed_buffer, 16 * kTileP * cin_pad);  // [xi][tile][input channel]
+    A* const acc = cache_aligned(acc_buffer, 16 * kTileP * kC);                       // [xi][tile][output channel]
+    const A* rows[16][kTileP];
     for (int xi = 0; xi < 16; ++xi) {
-      for (int q = 0; q < block; ++q) rows[xi][q] = transformed + (xi * block + q) * cin_pad;
+      for (int q = 0; q < kTileP; ++q) rows[xi][q] = transformed + (xi * kTileP + q) * cin_pad;
     }
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t first = task / split.parts * block, part = task % split.parts;
-      typename Tiles<T>::At pos[kMaxBlock];
-      g.positions(first, block, pos);
+      const int64_t first = task / split.parts * kTileP, part = task % split.parts;
+      typename Tiles<T>::At pos[kTileP];
+      g.positions(first, kTileP, pos);
       for (int64_t c = 0; c < cin_pad; c += L) {
-        g.transform_inputs(first, block, pos, c, transformed + c, cin_pad, block * cin_pad);
+        g.transform_inputs(first, kTileP, pos, c, transformed + c, cin_pad, kTileP * cin_pad);
       }
       const int64_t j0 = part * split.per_part * kC, j1 = std::min<int64_t>(p.cout, j0 + split.per_part * kC);
       for (int64_t j = j0; j < j1; j += kC) {
         for (int xi = 0; xi < 16; ++xi) {
-          const A* panel = g.panel + int64_t{xi} * p.cin * p.ldb + j;
-          for (int r = 0; r < block; r += kTileP) {
-            const Segment<A> segment{p.cin, rows[xi] + r, panel, p.ldb};
-            tile_gemm</*kAccumulate=*/false>(&segment, 1, acc + (xi * block + r) * kC, kC);
-          }
+          const Segment<A> segment = g.segment(xi, j, rows[xi]);
+          tile_gemm</*kAccumulate=*/false>(&segment, 1, acc + xi * kTileP * kC, kC);
         }
-        for (int64_t q = 0; q < std::min<int64_t>(block, g.count - first); ++q) {
+        for (int64_t q = 0; q < std::min<int64_t>(kTileP, g.count - first); ++q) {
           for (int64_t v = 0; v < kC && j + v < p.cout; v += L) {
-            g.write_output(pos[q], j + v, acc + q * kC + v, block * kC);
+            g.write_output(pos[q], j + v, acc + q * kC + v, kTileP * kC);
           }
         }
       }
@@ -251,13 +248,13 @@ void run_phased(const Tiles<T>& g) {
   using A = acc_t<T>;
   constexpr int L = kLanes<A>, kC = kTileC<A>;
   const WinogradProblem& p = g.p;
-  const int64_t cin_pad = g.cin_pad, cout_pad = round_up(p.cout, kC);
-  const int64_t tiles = round_up(g.count, kTileP), channel_tiles = cout_pad / kC;
+  const int64_t cin_pad = g.cin_pad, m_width = round_up(p.cout, kC);  // M's rows: whole channel tiles
+  const int64_t tiles = round_up(g.count, kTileP), channel_tiles = m_width / kC;
   // Kept per calling thread between calls: no allocation, no page faults on a hot path. (The tasks
   // run on other threads, whose thread_locals are others: they get the buffers' addresses.)
   thread_local std::vector<A> v_buffer, m_buffer;
   A* const v = cache_aligned(v_buffer, 16 * tiles * cin_pad);
-  A* const m = cache_aligned(m_buffer, 16 * tiles * cout_pad);
+  A* const m = cache_aligned(m_buffer, 16 * tiles * m_width);
   at::parallel_for(0, tiles, kTileP, [&](int64_t begin, int64_t end) {
     typename Tiles<T>::At pos[kTileP];
     for (int64_t first = begin; first < end; first += kTileP) {
@@ -272,10 +269,10 @@ void run_phased(const Tiles<T>& g) {
     const A* rows[kTileP];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t xi = task / channel_tiles, j = task % channel_tiles * kC;
-      const Segment<A> segment{p.cin, rows, g.panel + xi * p.cin * p.ldb + j, p.ldb};
+      const Segment<A> segment = g.segment(static_cast<int>(xi), j, rows);
       for (int64_t first = 0; first < tiles; first += kTileP) {
         for (int q = 0; q < kTileP; ++q) rows[q] = v + (xi * tiles + first + q) * cin_pad;
-        tile_gemm</*kAccumulate=*/false>(&segment, 1, m + (xi * tiles + first) * cout_pad + j, cout_pad);
+        tile_gemm</*kAccumulate=*/false>(&segment, 1, m + (xi * tiles + first) * m_width + j, m_width);
       }
     }
   });
@@ -286,7 +283,7 @@ void run_phased(const Tiles<T>& g) {
       g.positions(first, run, pos);
       for (int q = 0; q < run; ++q) {
         for (int64_t j = 0; j < p.cout; j += L) {
-          g.write_output(pos[q], j, m + (first + q) * cout_pad + j, tiles * cout_pad);
+          g.write_output(pos[q], j, m + (first + q) * m_width + j, tiles * m_width);
         }
       }
     }
@@ -296,7 +293,7 @@ void run_phased(const Tiles<T>& g) {
 template <typename T>
 void run_winograd(const WinogradProblem& p) {
   const Tiles<T> tiles(p);
-  const int64_t panel_bytes = 16 * int64_t{p.cin} * p.ldb * static_cast<int64_t>(sizeof(acc_t<T>));
+  const int64_t panel_bytes = 16 * int64_t{p.cin} * p.cout_pad * static_cast<int64_t>(sizeof(acc_t<T>));
   if (panel_bytes > kFusedPanelBytes) {
     run_phased(tiles);
   } else {
@@ -313,10 +310,10 @@ at::Tensor winograd_conv_cpu(const at::Tensor& x, const at::Tensor& weight, cons
               ", 3, 3), got ", weight.sizes());
   TORCH_CHECK(bias.sizes() == at::IntArrayRef({cout}), kOp, ": bias must be (", cout, "), got ", bias.sizes());
   const at::ScalarType acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const int64_t ldb = round_up(cout, 32);
-  TORCH_CHECK(panel.sizes() == at::IntArrayRef({16, cin, ldb}) && panel.scalar_type() == acc &&
+  const int64_t cout_pad = round_up(cout, 32), block = acc == at::kDouble ? kPanelBlock<double> : kPanelBlock<float>;
+  TORCH_CHECK(panel.sizes() == at::IntArrayRef({cout_pad / block, 16, cin, block}) && panel.scalar_type() == acc &&
                   panel.is_contiguous() && panel.device() == x.device(),
-              kOp, ": panel must be a contiguous ", acc, " (16, ", cin, ", ", ldb,
+              kOp, ": panel must be a contiguous ", acc, " (", cout_pad / block, ", 16, ", cin, ", ", block,
               ") tensor from winograd_panel(weight), got ", panel.scalar_type(), " ", panel.sizes());
   for (const at::Tensor* t : {&weight, &bias}) {
     TORCH_CHECK(t->scalar_type() == x.scalar_type() && t->device() == x.device(), kOp, ": weight and bias must be ",
@@ -343,7 +340,7 @@ at::Tensor winograd_conv_cpu(const at::Tensor& x, const at::Tensor& weight, cons
                           relu,
                           input.const_data_ptr(),
                           panel.const_data_ptr(),
-                          ldb,
+                          cout_pad,
                           bias_dense.const_data_ptr(),
                           residual.has_value() ? shortcut.const_data_ptr() : nullptr,
                           out.mutable_data_ptr()};

@@ -35,7 +35,8 @@ from .checks import check_feature_maps
 from .registry import Autograd, OpSpec, define_op, kernel, resolve_backend
 
 SCHEMA = "(Tensor x, Tensor weight, Tensor panel, Tensor bias, Tensor? residual, bool relu) -> Tensor"
-PANEL_ALIGN = 32  # output channels of a panel row, padded with zeros to a multiple of this
+PANEL_ALIGN = 32  # output channels of a panel, padded with zeros to a multiple of this
+PANEL_BLOCK_BYTES = 64  # output channels of a panel go in blocks of one cache line
 
 _G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 
@@ -45,22 +46,28 @@ def panel_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def panel_width(c_out: int) -> int:
-    """ldb, the length of a panel row: ``c_out`` output channels padded to a multiple of PANEL_ALIGN."""
-    return -(-c_out // PANEL_ALIGN) * PANEL_ALIGN
+def panel_shape(c_out: int, c_in: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
+    """The shape of :func:`winograd_panel` for a (c_out, c_in, 3, 3) weight of ``dtype``:
+    (C_pad / B, 16, c_in, B), C_pad = c_out padded to a multiple of PANEL_ALIGN, B the output
+    channels of one 64-byte line (16 in float32, 8 in float64)."""
+    block = PANEL_BLOCK_BYTES // panel_dtype(dtype).itemsize
+    return -(-c_out // PANEL_ALIGN) * PANEL_ALIGN // block, 16, c_in, block
 
 
 def winograd_panel(weight: Tensor) -> Tensor:
     """The transformed weights of a (C_out, C_in, 3, 3) ``weight``: U = G weight G^T, computed in
-    float64 and rounded once, laid out (16, C_in, ldb) (element xi = 4 * row + column of the 4x4
-    tile, then input channel, then output channel padded with zeros to ldb, a multiple of 32) in
-    :func:`panel_dtype`."""
+    float64 and rounded once to :func:`panel_dtype`, output channels padded with zeros to C_pad and
+    cut into blocks of B (:func:`panel_shape`): ``panel[co // B, xi, ci, co % B]`` is element
+    xi = 4 * row + column of U's 4x4 tile for (co, ci). Each block's rows (one per xi and input
+    channel) are one cache line each and contiguous: the CPU kernel's register tile streams them."""
     if weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
         raise ValueError(f"winograd_panel: weight must be (C_out, C_in, 3, 3), got {tuple(weight.shape)}")
     c_out, c_in = weight.shape[:2]
+    blocks, _, _, block = panel_shape(c_out, c_in, weight.dtype)
     g = torch.tensor(_G, dtype=torch.float64, device=weight.device)
     u = torch.einsum("ak,oikl,bl->abio", g, weight.detach().double(), g).reshape(16, c_in, c_out)
-    return F.pad(u, (0, panel_width(c_out) - c_out)).to(panel_dtype(weight.dtype)).contiguous()
+    u = F.pad(u, (0, blocks * block - c_out)).view(16, c_in, blocks, block).permute(2, 0, 1, 3)
+    return u.to(panel_dtype(weight.dtype)).contiguous()
 
 
 def winograd_conv_reference(
@@ -94,7 +101,7 @@ def check_winograd_conv(x: Tensor, weight: Tensor, panel: Tensor, bias: Tensor, 
     expected = [
         ("weight", weight, (c_out, c_in, 3, 3), x.dtype),
         ("bias", bias, (c_out,), x.dtype),
-        ("panel", panel, (16, c_in, panel_width(c_out)), panel_dtype(x.dtype)),
+        ("panel", panel, panel_shape(c_out, c_in, x.dtype), panel_dtype(x.dtype)),
     ]
     if residual is not None:
         expected.append(("residual", residual, (n, c_out, h, w), x.dtype))
