@@ -23,14 +23,13 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 import hrnet_fast
 from hrnet_fast import HRNet
 from hrnet_fast.bench.report import table
-from hrnet_fast.bench.results import environment, write_report
+from hrnet_fast.bench.results import add_report_arguments, environment, write_report
 from hrnet_fast.nn import MultiResolutionFusion, fusion
 from hrnet_fast.ops import upsample_sum
 
@@ -202,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--op-reps", type=int, default=60)
     parser.add_argument("--model-reps", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=None, help="folder for cpu_ext.json and cpu_ext.md")
+    add_report_arguments(parser, "cpu_ext")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -261,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         env = environment(torch.device("cpu"), " ".join(["python benchmarks/cpu_ext.py", *(argv or sys.argv[1:])]))
         write_report(
             args.out,
-            "cpu_ext",
+            args.name,
             results,
             "C++ extension, backend cpp (benchmarks/cpu_ext.py)",
             env,

@@ -34,7 +34,6 @@ import copy
 import functools
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import torch
 from cpu_ext import alternate, cpp_run_setup, summary_row
@@ -42,7 +41,7 @@ from cpu_roofline import measure_peak
 
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.bench.report import table
-from hrnet_fast.bench.results import write_report
+from hrnet_fast.bench.results import add_report_arguments, write_report
 from hrnet_fast.bench.shapes import branch_sizes, stage_widths
 from hrnet_fast.models.engine import fold_children_
 from hrnet_fast.nn import MultiResolutionFusion, fusion
@@ -228,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--step-reps", type=int, default=40)
     parser.add_argument("--model-reps", type=int, default=7)
-    parser.add_argument("--out", type=Path, default=None, help="folder for cpu_level2.json and cpu_level2.md")
+    add_report_arguments(parser, "cpu_level2")
     args = parser.parse_args(argv)
     env, setup, load_before = cpp_run_setup(
         "cpu_level2.py",
@@ -260,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         write_report(
             args.out,
-            "cpu_level2",
+            args.name,
             results,
             "Level 2 on backend cpp, CPU (benchmarks/cpu_level2.py)",
             env,

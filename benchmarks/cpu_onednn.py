@@ -17,14 +17,13 @@ import argparse
 import contextlib
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 from cpu_ext import alternate, cpp_run_setup, runner_columns, summary_row
 
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.bench.report import table
-from hrnet_fast.bench.results import write_report
+from hrnet_fast.bench.results import add_report_arguments, write_report
 from hrnet_fast.nn import folded
 from hrnet_fast.ops.onednn_conv import onednn_conv_status
 from hrnet_fast.testing import randomize_batchnorm_
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--reps", type=int, default=15, help="alternating rounds per case")
-    parser.add_argument("--out", type=Path, default=None, help="folder for cpu_onednn.json and cpu_onednn.md")
+    add_report_arguments(parser, "cpu_onednn")
     args = parser.parse_args(argv)
     env, setup, load_before = cpp_run_setup(
         "cpu_onednn.py", argv, args.threads, f"medians of {args.reps} alternating rounds"
@@ -88,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {"setup": setup, "environment": env, "model": rows}
         write_report(
             args.out,
-            "cpu_onednn",
+            args.name,
             results,
             "Direct oneDNN convolutions (benchmarks/cpu_onednn.py)",
             env,

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 import torch
 from cpu_ext import alternate, cpp_run_setup, runner_columns, summary_row
 
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.bench.report import table
-from hrnet_fast.bench.results import write_report
+from hrnet_fast.bench.results import add_report_arguments, write_report
 from hrnet_fast.testing import randomize_batchnorm_
 
 CASES = ((1, torch.float32), (1, torch.bfloat16), (8, torch.float32), (8, torch.bfloat16))
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--reps", type=int, default=15, help="alternating rounds per case")
-    parser.add_argument("--out", type=Path, default=None, help="folder for cpu_plan.json and cpu_plan.md")
+    add_report_arguments(parser, "cpu_plan")
     args = parser.parse_args(argv)
     env, setup, load_before = cpp_run_setup(
         "cpu_plan.py", argv, args.threads, f"medians of {args.reps} alternating rounds"
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {"setup": setup, "environment": env, "model": rows}
         write_report(
             args.out,
-            "cpu_plan",
+            args.name,
             results,
             "optimize()'s CPU op plans (benchmarks/cpu_plan.py)",
             env,

@@ -34,7 +34,7 @@ import torch
 from hrnet_fast import HRNet
 from hrnet_fast.bench import results
 from hrnet_fast.bench.report import table
-from hrnet_fast.bench.results import environment, write_report
+from hrnet_fast.bench.results import add_report_arguments, environment, write_report
 
 HERE = Path(__file__).parent
 PEER_FILES = "cpu-*w32-pose-b*-peers*.json"
@@ -125,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for the peak (default: all CPUs)")
     parser.add_argument("--reps", type=int, default=5, help="runs of the peak kernel; the best counts")
-    parser.add_argument("--out", type=Path, default=None, help="folder for NAME.json and NAME.md")
-    parser.add_argument("--name", default="cpu_roofline", help="file name of the report (default: cpu_roofline)")
+    add_report_arguments(parser, "cpu_roofline")
     args = parser.parse_args(argv)
     env = environment(torch.device("cpu"), " ".join(["python benchmarks/cpu_roofline.py", *(argv or sys.argv[1:])]))
     peak = measure_peak(args.threads, args.reps)

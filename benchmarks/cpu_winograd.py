@@ -26,14 +26,13 @@ import functools
 import os
 import statistics
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import torch
 from cpu_ext import alternate, cpp_run_setup
 
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.bench.report import table
-from hrnet_fast.bench.results import write_report
+from hrnet_fast.bench.results import add_report_arguments, write_report
 from hrnet_fast.bench.shapes import branch_sizes, stage_widths
 from hrnet_fast.nn import folded
 from hrnet_fast.ops import conv_bias_act, winograd_conv, winograd_conv_reference, winograd_panel
@@ -178,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--conv-reps", type=int, default=30, help="rounds per conv (each over all 16 weights)")
     parser.add_argument("--model-reps", type=int, default=9)
-    parser.add_argument("--out", type=Path, default=None, help="folder for cpu_winograd.json and cpu_winograd.md")
+    add_report_arguments(parser, "cpu_winograd")
     args = parser.parse_args(argv)
     env, setup, load_before = cpp_run_setup(
         "cpu_winograd.py",
@@ -196,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {"setup": setup, "environment": env, "convs": conv_rows, "model": model_rows}
         write_report(
             args.out,
-            "cpu_winograd",
+            args.name,
             results,
             "Winograd 3x3 convs on backend cpp, CPU (benchmarks/cpu_winograd.py)",
             env,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib.util
 import json
@@ -330,3 +331,13 @@ def test_a_script_report_is_its_json_and_its_section_under_the_runs_heading(tmp_
     text = (tmp_path / "out" / "example.md").read_text()
     assert text == results.markdown_header(title, env) + "\nbody\n"
     assert text.startswith("## Example (benchmarks/example.py): ")
+
+
+def test_a_script_report_goes_where_out_and_name_say(tmp_path):
+    parser = argparse.ArgumentParser()
+    results.add_report_arguments(parser, "example")
+    assert parser.parse_args([]).out is None and parser.parse_args([]).name == "example"
+    args = parser.parse_args(["--out", str(tmp_path), "--name", "example-avx2-run2"])
+    env = results.environment(torch.device("cpu"), "python benchmarks/example.py")
+    results.write_report(args.out, args.name, {}, "Example", env, "\nbody\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["example-avx2-run2.json", "example-avx2-run2.md"]

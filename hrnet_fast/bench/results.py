@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
 import importlib.metadata
@@ -95,6 +96,14 @@ def markdown_header(title: str, env: dict) -> str:
         + ".\n\n"
         f"Command: `{env['command']}`\n"
     )
+
+
+def add_report_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    """``--out FOLDER`` and ``--name NAME`` (default ``name``) of a script that ends in
+    :func:`write_report`: ``--out benchmarks/results --name <name>-<cpu>`` writes a run beside the
+    others under the command it records."""
+    parser.add_argument("--out", type=Path, default=None, help="folder for NAME.json and NAME.md")
+    parser.add_argument("--name", default=name, help=f"file name of the report (default: {name})")
 
 
 def write_report(folder: str | os.PathLike, name: str, data: dict, title: str, env: dict, body: str) -> None:
