@@ -10,7 +10,7 @@
 // padded to cout_pad (a multiple of 32) with zeros and cut into blocks of B = 64 bytes (16 fp32, 8
 // fp64 channels), block after block: [cout_pad / B][16][cin][B], element xi = 4 * row + column of
 // the 4x4 tile (winograd_panel). A register tile's weights for one xi are then contiguous rows of
-// one cache line (or two blocks of them), which the CPU streams (AVX2, 128 channels: 0.86-0.92x the
+// one cache line (or two blocks of them), which the CPU streams (AVX2, 128 channels: 0.82-0.92x the
 // time of rows of cout_pad).
 #pragma once
 
