@@ -33,9 +33,11 @@ WINOGRAD_DTYPES = (torch.float32,)
 # Fewer output pixels (N * H * W) than this, per vector width (cpu_features.vector_isa), and a conv
 # is bound by reading its weights from memory, which Winograd's transformed weights make 16/9 larger:
 # oneDNN's direct conv runs instead. Measured inside the W32 pose forward on 2-core AMD EPYCs: with
-# AVX-512, 128 channels at 16x12, batch 1, 0.9x, so 256; with AVX2, since the kernel's 128-channel
-# blocks hold two register tiles, the forward at batch 1 took 0.89-0.95x the time at 192 (16x12 at
-# batch 1 on Winograd) as at 256 (four interleaved runs), and at batch 4 0.96x. Other widths: 256.
+# AVX-512, 128 channels at 16x12, batch 1, 0.9x, so 256; with AVX2, when the kernel's 128-channel
+# blocks held two register tiles (since replaced by column-blocked weights, faster still there), the
+# forward at batch 1 took 0.89-0.95x the time at 192 (16x12 at batch 1 on Winograd) as at 256 (four
+# interleaved runs), and at batch 4 0.96x; 48 instead of 192 made no difference after the change
+# (1.007x and 0.970x, two runs). Other widths: 256.
 WINOGRAD_MIN_PIXELS = {"AVX512": 256, "AVX2": 192}
 WINOGRAD_KEY = ("winograd",)  # where FoldedConv keeps its transformed weights beside the prepacked ones
 
