@@ -166,9 +166,12 @@ def test_set_lanes_refuses_schedules_that_cannot_run(lanes, waits, message):
 
 @pytest.fixture
 def lanes_kept(monkeypatch):
-    """Lanes kept wherever the schedule has any, whatever the timing says (the engine keeps them
-    only where measured faster, which a test cannot rely on), and every call timed as fast on one
-    thread as on all (measured, the small calls of a small model may or may not favour lanes)."""
+    """Lanes tried however long the recording took (a busy machine can take longer than
+    ``LANES_MAX_RECORDING_S`` to record even this small model) and kept wherever the schedule has
+    any, whatever the timing says (the engine keeps them only where measured faster, which a test
+    cannot rely on), and every call timed as fast on one thread as on all (measured, the small
+    calls of a small model may or may not favour lanes)."""
+    monkeypatch.setattr(op_plan, "LANES_MAX_RECORDING_S", float("inf"))
     monkeypatch.setattr(op_plan, "_lanes_are_faster", lambda *args: True)
 
     def equal_times(self, x):
