@@ -161,29 +161,44 @@ struct Tiles {
     }
   }
 
-  // The output of the tile at `at` for channels [j, j + L), from its products m[xi] at src + xi * stride:
-  // act(A^T M A + bias + residual), rounded once, written channels-last (pixels inside the map only).
-  void write_output(const At& at, int64_t j, const A* src, int64_t stride) const {
-    V m[16];
-    for (int xi = 0; xi < 16; ++xi) m[xi] = load_vec(src + xi * stride);
-    V s[2][4];  // A^T M
-    for (int k = 0; k < 4; ++k) {
-      s[0][k] = m[k] + m[4 + k] + m[8 + k];
-      s[1][k] = m[4 + k] - m[8 + k] - m[12 + k];
-    }
-    const V b = load_vec(bias.data() + j);
-    const int64_t n = at.n, ty = at.ty, tx = at.tx, width = std::min<int64_t>(L, p.cout - j);
-    const T* residual = static_cast<const T*>(p.residual);
-    T* out = static_cast<T*>(p.out);
-    for (int a = 0; a < 2 && 2 * ty + a < p.h; ++a) {
-      const V y[2] = {s[a][0] + s[a][1] + s[a][2], s[a][1] - s[a][2] - s[a][3]};  // (A^T M) A
-      for (int e = 0; e < 2 && 2 * tx + e < p.w; ++e) {
-        const int64_t at = ((n * p.h + 2 * ty + a) * p.w + 2 * tx + e) * p.cout + j;
-        V value = y[e] + b;
-        if (residual != nullptr) value += load(residual + at, width);
-        if (p.relu) value = value < V{} ? V{} : value;  // v < 0 ? 0 : v keeps NaN, as torch.relu
-        store(out + at, value, width);
+  // The outputs of the tile at `at` for channels [j0, j1) (j0 a multiple of L), from the products m[xi]
+  // of channel j at src + (j - j0) + xi * stride: act(A^T M A + bias + residual), rounded once, written
+  // channels-last (pixels inside the map only). The tile's pixels are found once, as offsets from its
+  // first; a tile inside the map with whole vectors of channels writes them with no checks.
+  void write_outputs(const At& at, int64_t j0, int64_t j1, const A* src, int64_t stride) const {
+    const int64_t cout = p.cout, w = p.w, first = ((at.n * p.h + 2 * at.ty) * w + 2 * at.tx) * cout;
+    const int64_t offsets[4] = {0, cout, w * cout, (w + 1) * cout};  // pixels (0, 0), (0, 1), (1, 0), (1, 1)
+    const bool second_row = 2 * at.ty + 1 < p.h, second_column = 2 * at.tx + 1 < w;
+    const bool inside[4] = {true, second_column, second_row, second_row && second_column};
+    const T* residual = p.residual == nullptr ? nullptr : static_cast<const T*>(p.residual) + first;
+    T* out = static_cast<T*>(p.out) + first;
+    const bool relu = p.relu;
+    auto write = [&](auto whole) {
+      for (int64_t j = j0; j < j1; j += L) {
+        const A* m = src + (j - j0);
+        V s[2][4];  // A^T M
+        for (int k = 0; k < 4; ++k) {
+          const V m1 = load_vec(m + (4 + k) * stride), m2 = load_vec(m + (8 + k) * stride);
+          s[0][k] = load_vec(m + k * stride) + m1 + m2;
+          s[1][k] = m1 - m2 - load_vec(m + (12 + k) * stride);
+        }
+        const V b = load_vec(bias.data() + j);
+        const V y[4] = {s[0][0] + s[0][1] + s[0][2], s[0][1] - s[0][2] - s[0][3],  // (A^T M) A
+                        s[1][0] + s[1][1] + s[1][2], s[1][1] - s[1][2] - s[1][3]};
+        const int64_t width = whole ? L : std::min<int64_t>(L, cout - j);
+        for (int e = 0; e < 4; ++e) {
+          if (!whole && !inside[e]) continue;
+          V value = y[e] + b;
+          if (residual != nullptr) value += load(residual + offsets[e] + j, width);
+          if (relu) value = value < V{} ? V{} : value;  // v < 0 ? 0 : v keeps NaN, as torch.relu
+          store(out + offsets[e] + j, value, width);
+        }
       }
+    };
+    if (inside[3] && cout % L == 0) {
+      write(std::true_type{});
+    } else {
+      write(std::false_type{});
     }
   }
 };
@@ -230,9 +245,7 @@ void run_fused(const Tiles<T>& g) {
           tile_gemm</*kAccumulate=*/false>(&segment, 1, acc + xi * kTileP * kC, kC);
         }
         for (int64_t q = 0; q < std::min<int64_t>(kTileP, g.count - first); ++q) {
-          for (int64_t v = 0; v < kC && j + v < p.cout; v += L) {
-            g.write_output(pos[q], j + v, acc + q * kC + v, kTileP * kC);
-          }
+          g.write_outputs(pos[q], j, std::min<int64_t>(j + kC, p.cout), acc + q * kC, kTileP * kC);
         }
       }
     }
@@ -281,11 +294,7 @@ void run_phased(const Tiles<T>& g) {
     for (int64_t first = begin; first < end; first += kTileP) {
       const int run = static_cast<int>(std::min<int64_t>(kTileP, end - first));
       g.positions(first, run, pos);
-      for (int q = 0; q < run; ++q) {
-        for (int64_t j = 0; j < p.cout; j += L) {
-          g.write_output(pos[q], j, m + (first + q) * m_width + j, tiles * m_width);
-        }
-      }
+      for (int q = 0; q < run; ++q) g.write_outputs(pos[q], 0, p.cout, m + (first + q) * m_width, tiles * m_width);
     }
   });
 }
