@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 
 import pytest
 import torch
@@ -185,6 +186,12 @@ def _ddp_worker(rank: int, world: int, init_file: str, backend: str, initial: di
             opt.step()
         if rank == 0:
             torch.save(model.state_dict(), out_file)
+        # DDP's reducer goes first, so that destroy_process_group drops the group's last reference,
+        # through torch's holder that releases the GIL. Dropped by the reducer (which keeps the GIL),
+        # the group's destructor waited for gloo's worker thread while that thread waited for the
+        # GIL to free a finished work item: a deadlock that hung one CI run here.
+        del ddp, opt
+        gc.collect()
     finally:
         torch.distributed.destroy_process_group()
 
