@@ -31,6 +31,9 @@ constexpr int64_t kBandBytes = 256 << 10;  // accumulator tile of one task, at m
 constexpr int kTasksPerThread = 4;
 constexpr int64_t kMinBandPixels = 8 * kTileP;  // a band of fewer pixels splits the channels instead
 constexpr int64_t kBlockBytes = 512 << 10;  // weights of one block of segments, all channels (stay in L2)
+// Pixel tiles that share each read of a panel in the strided convs: about 30 pixels (5 tiles on AVX2:
+// W32 stage-4 branches 1-3 0.89-0.97x the time of one tile at a time; 3-12 tiles all within ~3%).
+constexpr int64_t kGroupTiles = (30 + kTileP - 1) / kTileP;
 
 // NCHW planes (channel ci of pixel q at src[ci * plane + q]) to channels-last rows: dst[q * cin + ci],
 // converted to the operand type. Without a conversion, whole 8 x 8 blocks go through
@@ -163,8 +166,10 @@ struct Task {
 };
 
 // Step 1: acc (the task's pixels x its channels) += every stride-2 3x3 conv, one segment per path and
-// tap. The segments go in blocks of at most kBlockBytes of weights, each multiplied into
-// every pixel tile of the band before the next: a block's weights stay in L2 across the tiles.
+// tap. The segments go in blocks of at most kBlockBytes of weights (they stay in L2). A block runs
+// over the band's pixel tiles in groups of kGroupTiles: the group's row pointers are gathered once,
+// then each channel tile multiplies its panels into every tile of the group, so a panel is read
+// once per group (not once per pixel tile) while the group's input rows stay in cache.
 template <typename T, bool kDirect>
 void add_down_convs(const Branch<T>& b, const Task& task, Scratch<T>& s) {
   using R = operand_t<T>;
@@ -180,8 +185,11 @@ void add_down_convs(const Branch<T>& b, const Task& task, Scratch<T>& s) {
     const ConvPath& path = p.down[k];
     inputs.emplace_back(path.x, task.n, 2 * y0 - 1, 2 * (y1 - y0) + 1, path.cin, s.staged[k], b.zeros.data());
   }
-  s.row_pointers.resize(count * kTileP);
+  s.row_pointers.resize(kGroupTiles * count * kTileP);  // [tile of the group][segment][pixel]
   s.segments.resize(count);
+  auto rows_of = [&](int64_t tile_in_group, int i) {
+    return s.row_pointers.data() + (tile_in_group * count + i) * kTileP;
+  };
   for (int first = 0, last; first < count; first = last) {
     int64_t k_sum = p.down[first / 9].cin;
     for (last = first + 1; last < count; ++last) {
@@ -189,29 +197,36 @@ void add_down_convs(const Branch<T>& b, const Task& task, Scratch<T>& s) {
       if ((k_sum + k) * width * static_cast<int64_t>(sizeof(R)) > kBlockBytes) break;
       k_sum += k;
     }
-    for (int64_t tile = 0; tile < tiles; ++tile) {
-      int64_t ys[kTileP], xs[kTileP];  // the tile's output pixels, stepped along the rows (no division per pixel)
-      const int valid = static_cast<int>(std::min<int64_t>(kTileP, pixels - tile * kTileP));
-      ys[0] = y0 + tile * kTileP / p.w;
-      xs[0] = tile * kTileP % p.w;
-      for (int q = 1; q < valid; ++q) {
-        const bool wraps = xs[q - 1] + 1 == p.w;
-        ys[q] = ys[q - 1] + wraps;
-        xs[q] = wraps ? 0 : xs[q - 1] + 1;
-      }
-      for (int i = first; i < last; ++i) {
-        const int k = i / 9, dy = i % 9 / 3 - 1, dx = i % 3 - 1;
-        const R** rows = s.row_pointers.data() + i * kTileP;
-        for (int q = 0; q < kTileP; ++q) {
-          rows[q] = q < valid ? inputs[k].pixel(2 * ys[q] + dy, 2 * xs[q] + dx) : b.zeros.data();
+    for (int64_t g0 = 0; g0 < tiles; g0 += kGroupTiles) {
+      const int64_t g1 = std::min<int64_t>(g0 + kGroupTiles, tiles);
+      for (int64_t tile = g0; tile < g1; ++tile) {
+        int64_t ys[kTileP], xs[kTileP];  // the tile's output pixels, stepped along the rows (no division per pixel)
+        const int valid = static_cast<int>(std::min<int64_t>(kTileP, pixels - tile * kTileP));
+        ys[0] = y0 + tile * kTileP / p.w;
+        xs[0] = tile * kTileP % p.w;
+        for (int q = 1; q < valid; ++q) {
+          const bool wraps = xs[q - 1] + 1 == p.w;
+          ys[q] = ys[q - 1] + wraps;
+          xs[q] = wraps ? 0 : xs[q - 1] + 1;
         }
-        s.segments[i] = Segment<R>{p.down[k].cin, rows, nullptr, b.down_w[k].ldb()};
+        for (int i = first; i < last; ++i) {
+          const int k = i / 9, dy = i % 9 / 3 - 1, dx = i % 3 - 1;
+          const R** rows = rows_of(tile - g0, i);
+          for (int q = 0; q < kTileP; ++q) {
+            rows[q] = q < valid ? inputs[k].pixel(2 * ys[q] + dy, 2 * xs[q] + dx) : b.zeros.data();
+          }
+        }
       }
       for (int64_t j = task.j0; j < task.j1; j += kTileC<A>) {
         for (int i = first; i < last; ++i) {
-          s.segments[i].b = WeightPanel<T>::at_channel(b.down_w[i / 9].segment(i % 9), j);
+          const WeightPanel<T>& w = b.down_w[i / 9];
+          s.segments[i] = Segment<R>{p.down[i / 9].cin, nullptr, WeightPanel<T>::at_channel(w.segment(i % 9), j),
+                                     w.ldb()};
         }
-        tile_gemm(s.segments.data() + first, last - first, s.acc_data + tile * kTileP * width + j - task.j0, width);
+        for (int64_t tile = g0; tile < g1; ++tile) {
+          for (int i = first; i < last; ++i) s.segments[i].rows = rows_of(tile - g0, i);
+          tile_gemm(s.segments.data() + first, last - first, s.acc_data + tile * kTileP * width + j - task.j0, width);
+        }
       }
     }
   }
