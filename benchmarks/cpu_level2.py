@@ -7,7 +7,8 @@ run with what ran before it.
      reference        the official composition (conv, BN, upsample, adds, ReLU; backend reference)
      level 1          backend cpp with level 2 off: framework conv + BN per path, then upsample_sum
      level 1 folded   the same with BN folded into oneDNN's fused convs, as optimize() ran it before
-     level 2          backend cpp: BN folded, one fusion_branch call per output branch
+     level 2          backend cpp: BN folded, one fusion_branch call per output branch (and one per
+                      earlier step of a downsample chain: the kernel with a zero base)
    with the step's multiply-adds (every conv and projection: 719 M at batch 8) per second of level 2,
    and the step's compute floor: those multiply-adds at the float32 peak of cpu_peak.c measured at
    the start of the run (cpu_roofline.py's measure_peak), the least time any implementation that
@@ -17,7 +18,11 @@ run with what ran before it.
    the same paths through oneDNN (its fused convs, BN folded, via conv_bias_act) + upsample_sum on
    cpp, with the GFLOP/s of each (the convs' and projections' multiply-adds x 2 / time): whether the
    strided convs would be faster through oneDNN.
-3. The whole HRNet-W32 pose forward (batch 8, 256x192) under ``optimize()`` (channels_last), with
+3. Each earlier step of the step's downsample chains (relu(conv3x3 stride 2 + bias), BN folded;
+   fp32, batch 8, both layouts): torch's conv + ReLU (how level 2 ran them before, and still does
+   off the CPU), the prepared oneDNN conv of optimize()'s FoldedConv, and the fusion_branch kernel
+   with a zero base (how level 2 runs them on the CPU now, outside optimize()).
+4. The whole HRNet-W32 pose forward (batch 8, 256x192) under ``optimize()`` (channels_last), with
    level 2 (now) and with it off (as before), beside the eager reference model.
 
 Calls alternate (A B C D A B C D ...) so load from other processes hits all alike; medians (and
@@ -36,15 +41,18 @@ import os
 from collections.abc import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from cpu_ext import alternate, cpp_run_setup, summary_row
 from cpu_roofline import measure_peak
+from torch import nn
 
 from hrnet_fast import HRNet, optimize
 from hrnet_fast.bench.report import table
 from hrnet_fast.bench.results import add_report_arguments, write_report
 from hrnet_fast.bench.shapes import branch_sizes, stage_widths
+from hrnet_fast.layout import weight_layout
 from hrnet_fast.models.engine import fold_children_
-from hrnet_fast.nn import MultiResolutionFusion, fusion
+from hrnet_fast.nn import FoldedConv, MultiResolutionFusion, fold_conv_bn, fusion
 from hrnet_fast.nn.folded_fusion import folded_branches
 from hrnet_fast.ops import conv_bias_act, fusion_branch, fusion_branch_reference, upsample_sum
 from hrnet_fast.testing import randomize_batchnorm_
@@ -165,6 +173,53 @@ def bench_branches(reps: int) -> list[dict]:
     return rows
 
 
+def chain_steps(widths: list[int], sizes: list[tuple[int, int]]) -> list[tuple[int, tuple[int, int], int]]:
+    """The distinct earlier steps of the step's downsample chains: (channels, input size, count),
+    channels in = out (every step before a chain's last)."""
+    steps: dict[tuple[int, tuple[int, int]], int] = {}
+    for i in range(len(widths)):
+        for j in range(i):
+            for k in range(i - j - 1):
+                key = (widths[j], sizes[j + k])
+                steps[key] = steps.get(key, 0) + 1
+    return [(c, hw, count) for (c, hw), count in steps.items()]
+
+
+def _torch_chain_step(x, weight, bias):
+    return torch.relu(F.conv2d(x, weight, bias, stride=2, padding=1))
+
+
+def bench_chain_steps(reps: int) -> list[dict]:
+    widths, sizes = stage_widths("w32", 4), branch_sizes(256, 192)
+    rows = []
+    for c, (h, w), count in chain_steps(widths, sizes):
+        torch.manual_seed(0)
+        conv = nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False)
+        bn = randomize_batchnorm_(nn.BatchNorm2d(c)).eval()
+        folded = FoldedConv(conv, bn, relu=True)
+        weight, bias = fold_conv_bn(conv, bn)
+        panel = weight_layout(weight)
+        for fname, fmt in FORMATS.items():
+            x = torch.randn(BATCH, c, h, w).contiguous(memory_format=fmt)
+            zeros = torch.zeros(BATCH, c, (h + 1) // 2, (w + 1) // 2).contiguous(memory_format=fmt)
+            fns = {
+                "torch": functools.partial(_torch_chain_step, x, weight, bias),
+                "onednn": functools.partial(folded, x),
+                "kernel": functools.partial(fusion_branch, zeros, [x], [panel], [], [], bias, backend="cpp"),
+            }
+            with torch.inference_mode():
+                outputs = {k: f() for k, f in fns.items()}
+                samples = alternate(fns, reps)
+                want = _torch_chain_step(x.double(), weight.double(), bias.double())
+            base = {"channels": c, "size": f"{h}x{w}", "count": count, "layout": fname}
+            row = summary_row(samples, outputs, want, base)
+            row["kernel_gmacs"] = BATCH * c * c * 9 * ((h + 1) // 2) * ((w + 1) // 2) / row["kernel_ms"] / 1e6
+            rows.append(row)
+            speedups = ", ".join(f"{k} {v:.2f}" for k, v in row.items() if "vs" in k)
+            print(f"  chain step {c} ch {h}x{w} {fname}: {speedups}")
+    return rows
+
+
 def bench_model(reps: int) -> list[dict]:
     torch.manual_seed(0)
     model = randomize_batchnorm_(HRNet("w32", head="pose")).eval()
@@ -211,6 +266,20 @@ BRANCH_COLUMNS = [
     ("kernel_vs_onednn", "kernel vs oneDNN", ".2f"),
     ("kernel_err", "kernel max |err|", ".1e"),
 ]
+CHAIN_COLUMNS = [
+    ("channels", "channels", "d"),
+    ("size", "input", "s"),
+    ("count", "per step", "d"),
+    ("layout", "layout", "s"),
+    ("torch_ms", "torch conv + ReLU ms", ".3f"),
+    ("onednn_ms", "oneDNN prepared ms", ".3f"),
+    ("kernel_ms", "kernel ms", ".3f"),
+    ("kernel_gmacs", "kernel GMAC/s", ".0f"),
+    ("kernel_vs_torch", "kernel vs torch", ".2f"),
+    ("kernel_vs_onednn", "kernel vs oneDNN", ".2f"),
+    ("torch_err", "torch max |err|", ".1e"),
+    ("kernel_err", "kernel max |err|", ".1e"),
+]
 MODEL_COLUMNS = [
     ("model", "model", "s"),
     ("reference_ms", "reference ms", ".0f"),
@@ -244,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nW32 pose stage-4 fusion step, batch {BATCH}, all output branches\n{step_table}")
     branch_table = table(branch_rows := bench_branches(args.step_reps), BRANCH_COLUMNS)
     print(f"\nper output branch, fp32 channels_last: the kernel vs the same paths through oneDNN\n{branch_table}")
+    chain_table = table(chain_rows := bench_chain_steps(args.step_reps), CHAIN_COLUMNS)
+    print(f"\nthe earlier steps of the downsample chains, fp32 batch {BATCH}\n{chain_table}")
     model_table = table(model_rows := bench_model(args.model_reps), MODEL_COLUMNS)
     print(f"\nHRNet-W32 pose forward, batch {BATCH}, optimize() channels_last fp32\n{model_table}")
     env["load"] = (load_before, os.getloadavg()[0])
@@ -255,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             "fp32_peak_gmacs": peak,
             "step": step_rows,
             "branches": branch_rows,
+            "chain_steps": chain_rows,
             "model": model_rows,
         }
         write_report(
@@ -268,8 +340,12 @@ def main(argv: list[str] | None = None) -> int:
             f"convs and projections: {floor}, the floor column):\n\n"
             f"```\n{step_table}\n```\n\nPer output branch (fp32, channels_last), the C++ kernel against the same "
             f"paths through oneDNN's fused convs (BN folded) + upsample_sum on cpp; GFLOP/s of the convs and "
-            f"projections:\n\n```\n{branch_table}\n```\n\nHRNet-W32 pose forward, batch {BATCH}, 256x192, "
-            f"optimize() (channels_last, fp32) with level 2 on and off:\n\n```\n{model_table}\n```\n",
+            f"projections:\n\n```\n{branch_table}\n```\n\nThe earlier steps of the step's downsample chains "
+            f"(relu(conv3x3 stride 2 + bias), BN folded, fp32, batch {BATCH}; per step: how many the step runs): "
+            f"torch's conv + ReLU, optimize()'s prepared oneDNN conv (FoldedConv) and the fusion_branch kernel with "
+            f"a zero base; errors against float64:\n\n```\n{chain_table}\n```\n\n"
+            f"HRNet-W32 pose forward, batch {BATCH}, 256x192, optimize() (channels_last, fp32) with level 2 on "
+            f"and off:\n\n```\n{model_table}\n```\n",
         )
     return 0
 

@@ -81,16 +81,38 @@ def _reference(fuse, dtype):
 
 @pytest.fixture
 def level2_calls(monkeypatch):
-    """Counts the fused fusion_branch calls the module makes."""
-    calls = []
-    real = folded_fusion.fusion_branch
+    """The backends of the fused fusion_branch calls the module makes for its output branches (not
+    those running the earlier steps of a downsample chain, _chain_step, which level2_calls.steps
+    counts)."""
+    calls = Level2Calls()
+    real_branch, real_step = folded_fusion.fusion_branch, folded_fusion._chain_step
 
     def counting(*args, **kwargs):
-        calls.append(kwargs["backend"])
-        return real(*args, **kwargs)
+        if not calls.in_step:
+            calls.append(kwargs["backend"])
+        return real_branch(*args, **kwargs)
+
+    def step(*args, **kwargs):
+        calls.in_step, calls.steps = True, calls.steps + 1
+        try:
+            return real_step(*args, **kwargs)
+        finally:
+            calls.in_step = False
 
     monkeypatch.setattr(folded_fusion, "fusion_branch", counting)
+    monkeypatch.setattr(folded_fusion, "_chain_step", step)
     return calls
+
+
+class Level2Calls(list):
+    in_step = False
+    steps = 0
+
+
+def _kernel_chain_steps(backend, device) -> int:
+    """Chain steps a four-branch forward runs on the fusion_branch kernel: all four (0 -> 2: one,
+    0 -> 3: two, 1 -> 3: one) on the CPU on cpp, none elsewhere (torch's conv)."""
+    return 4 if (backend, device) == ("cpp", "cpu") else 0
 
 
 @pytest.mark.parametrize(("backend", "device"), BACKENDS)
@@ -106,6 +128,7 @@ def test_inference_runs_level2_and_matches_the_eval_reference_with_bn(
         refs = _reference(fuse, dtype)(xs)
         refs64 = _reference(fuse, torch.float64)([x.double() for x in xs])
     assert level2_calls == [backend] * 4
+    assert level2_calls.steps == _kernel_chain_steps(backend, device)
     for i, (out, ref, ref64) in enumerate(zip(outs, refs, refs64, strict=True)):
         assert out.stride() == xs[i].stride()
         assert_matches(out, ref, ref64, f"branch {i}", tol=1e-5)
@@ -132,11 +155,26 @@ def test_cpu_runs_16_bit_steps_channels_last_and_returns_each_base_layout(layout
         refs = _reference(fuse, dtype)(xs)
         refs64 = _reference(fuse, torch.float64)([x.double() for x in xs])
     given = {memory_format_of(x) for x in xs}  # float32 maps run as they come
-    assert len(seen) == 4
+    assert len(seen) == 4 + _kernel_chain_steps(backend, device)  # the chain steps' maps too
     assert {f for fmts in seen for f in fmts} == ({torch.channels_last} if dtype != torch.float32 else given)
     for i, (out, ref, ref64, x) in enumerate(zip(outs, refs, refs64, xs, strict=True)):
         assert out.stride() == x.stride()
         assert_matches(out, ref, ref64, f"branch {i}", tol=1e-5)
+
+
+@pytest.mark.parametrize(("backend", "device"), [p for p in BACKENDS if p.id == "cpp-cpu"])
+def test_cpu_chain_steps_keep_a_few_zero_bases_that_stay_zero(backend, device, level2_calls):
+    fuse = _fusion(backend, device)
+    with torch.inference_mode():
+        _matches_reference(fuse, _branches(device))  # the zero bases are made here...
+    with torch.no_grad():
+        _matches_reference(fuse, _branches(device))  # ... and read outside inference mode
+        for h in range(5, 5 + folded_fusion.MAX_ZERO_MAPS):  # three more zero bases each
+            _matches_reference(fuse, _branches(device, h=h, w=h + 2))
+    zeros = folded_fusion._CACHE[fuse].zeros
+    assert 0 < len(zeros) <= folded_fusion.MAX_ZERO_MAPS
+    assert all(not z.any() and not z.is_inference() for z in zeros.values())
+    assert level2_calls.steps == 4 * (2 + folded_fusion.MAX_ZERO_MAPS)
 
 
 @pytest.mark.parametrize(("backend", "device"), BACKENDS)

@@ -5,8 +5,8 @@ For output branch i, every path j != i becomes, with s = gamma / sqrt(var + eps)
 W' = W * s and b' = beta - mean * s:
 
     j > i (1x1 conv + BN, upsampled):  low[j] = x_j,  low_weight = W'
-    j < i (stride-2 3x3 convs + BN):   the first i-j-1 steps run here as framework convs
-                                       (conv(W', b') + ReLU); the last step goes into the op as
+    j < i (stride-2 3x3 convs + BN):   the first i-j-1 steps run here (conv(W', b') + ReLU, see
+                                       _chain_start); the last step goes into the op as
                                        down = its input, down_weight = W'
     bias = sum of the paths' b'       (interpolation keeps constants)
 
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 # map dtypes whose fusion step runs channels_last on a CPU whatever their layout (see folded_forward)
 _CHANNELS_LAST_ON_CPU = (torch.float16, torch.bfloat16)
+MAX_ZERO_MAPS = 8  # zero maps kept per fusion module (one per chain step's output shape); more clear them
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class FoldedBranch:
     """Folded parameters of one output branch, in the maps' dtype."""
 
     down_steps: list[list[tuple[Tensor, Tensor]]]  # per j < i: (W', b') of the chain's earlier steps
+    step_weight: list[list[Tensor]]  # the W' of down_steps in fusion_branch's layout (weight_layout)
     down_weight: list[Tensor]  # per j < i: W' of the chain's last step, (C_i, C_j', 3, 3)
     low_weight: list[Tensor]  # per j > i: W' of the projection, (C_i, C_j, 1, 1)
     bias: Tensor  # (C_i,)
@@ -63,10 +65,23 @@ class _Tree:
     order, make ``layout``; the snapshot holds every value (``modules``, ``tensors``), so no id is
     reused while it lives (the fusion module itself only weakly, through ``_CACHE``).
     ``folded``: (dtype, device) -> (key of the tensors, folded branches); ``firsts``: per output
-    branch i and j < i, the first module of each earlier step of the downsample chain j -> i.
+    branch i and j < i, the first module of each earlier step of the downsample chain j -> i;
+    ``zeros``: the zero maps the chain steps pass as ``base`` (see _chain_start), by shape, dtype,
+    device and layout.
     """
 
-    __slots__ = ("dicts", "firsts", "folded", "layout", "modules", "no_stats", "norms", "params", "tensors")
+    __slots__ = (
+        "dicts",
+        "firsts",
+        "folded",
+        "layout",
+        "modules",
+        "no_stats",
+        "norms",
+        "params",
+        "tensors",
+        "zeros",
+    )
 
     def __init__(self, fusion: nn.ModuleList):
         modules = list(fusion.modules())
@@ -79,6 +94,7 @@ class _Tree:
         self.no_stats = any(m.running_var is None for m in self.norms)  # a buffer slot: in the layout
         self.folded: dict[tuple, tuple] = {}
         self.firsts: list[list[tuple[nn.Module, ...]]] | None = None
+        self.zeros: dict[tuple, Tensor] = {}
 
 
 _CACHE: weakref.WeakKeyDictionary[nn.Module, _Tree] = weakref.WeakKeyDictionary()
@@ -118,11 +134,12 @@ def _fold_branches(fusion: nn.ModuleList, dtype: torch.dtype) -> list[FoldedBran
     n = len(fusion.channels)
     with torch.no_grad():
         for i, row in enumerate(fusion):
-            steps, down_weight, low_weight, biases = [], [], [], []
+            steps, step_weight, down_weight, low_weight, biases = [], [], [], [], []
             for j in range(n):
                 if j < i:
                     folded = [_fold(step) for step in row[j]]
                     steps.append([(w.to(dtype), b.to(dtype)) for w, b in folded[:-1]])
+                    step_weight.append([weight_layout(w) for w, _ in steps[-1]])
                     down_weight.append(weight_layout(folded[-1][0].to(dtype)))
                     biases.append(folded[-1][1])
                 elif j > i:
@@ -130,7 +147,7 @@ def _fold_branches(fusion: nn.ModuleList, dtype: torch.dtype) -> list[FoldedBran
                     low_weight.append(weight_layout(w.to(dtype)))
                     biases.append(b)
             bias = torch.stack(biases).sum(0).to(dtype)
-            branches.append(FoldedBranch(steps, down_weight, low_weight, bias))
+            branches.append(FoldedBranch(steps, step_weight, down_weight, low_weight, bias))
     return branches
 
 
@@ -191,14 +208,44 @@ def _firsts(fusion: nn.ModuleList) -> list[list[tuple[nn.Module, ...]]]:
     return [[tuple(step[0] for step in list(row[j])[:-1]) for j in range(i)] for i, row in enumerate(fusion)]
 
 
-def _chain_start(firsts: tuple[nn.Module, ...], steps, x: Tensor) -> Tensor:
-    """The earlier steps of a downsample chain (each conv + bias + ReLU): the module's own
-    FoldedConv where :func:`hrnet_fast.optimize` folded it (one fused library call, its weights
-    prepacked on a CPU), else a conv with the cached folded weights. ``firsts``: the first module
-    of each of those steps."""
-    for step, (w, b) in zip(firsts, steps, strict=True):
+def _zero_map(tree: _Tree | None, shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """Zeros of ``shape`` with ``like``'s dtype, device and layout: the tree's (kept, and only ever
+    read), or fresh ones while compiling (no tree). At most MAX_ZERO_MAPS are kept per module."""
+    fmt = memory_format_of(like)
+    if tree is None:
+        return torch.zeros(shape, dtype=like.dtype, device=like.device).contiguous(memory_format=fmt)
+    key = (shape, like.dtype, like.device, fmt)
+    zeros = tree.zeros.get(key)
+    if zeros is None:
+        if len(tree.zeros) >= MAX_ZERO_MAPS:
+            tree.zeros.clear()
+        with torch.inference_mode(False):  # usable outside inference mode too
+            zeros = torch.zeros(shape, dtype=like.dtype, device=like.device).contiguous(memory_format=fmt)
+        tree.zeros[key] = zeros
+    return zeros
+
+
+def _chain_step(x: Tensor, weight: Tensor, bias: Tensor, backend: str, tree: _Tree | None) -> Tensor:
+    """relu(conv3x3_stride2_pad1(x; weight) + bias) as one ``fusion_branch`` call: one down path, no
+    low paths, a zero base. ``weight``: (C_out, C_in, 3, 3) in the op's layout (weight_layout)."""
+    shape = (x.shape[0], weight.shape[0], (x.shape[2] + 1) // 2, (x.shape[3] + 1) // 2)
+    return fusion_branch(_zero_map(tree, shape, x), [x], [weight], [], [], bias, backend=backend)
+
+
+def _chain_start(firsts: tuple[nn.Module, ...], steps, weights, x: Tensor, backend: str, tree: _Tree | None) -> Tensor:
+    """The earlier steps of a downsample chain, each relu(conv3x3_stride2_pad1(x; W') + b'):
+    - the module's own FoldedConv where :func:`hrnet_fast.optimize` folded it (one prepared oneDNN
+      call on a CPU);
+    - else, on a CPU on backend ``"cpp"``, the C++ ``fusion_branch`` kernel (_chain_step;
+      ``weights``: the W' in its layout), faster there than torch's conv + ReLU
+      (benchmarks/RESULTS.md, cpu_level2);
+    - else torch's conv + ReLU with the cached folded weights.
+    ``firsts``: the first module of each of those steps."""
+    for step, (w, b), weight in zip(firsts, steps, weights, strict=True):
         if isinstance(step, FoldedConv) and step.weight.dtype == x.dtype:
             x = step(x)
+        elif backend == "cpp" and x.device.type == "cpu":
+            x = _chain_step(x, weight, b, backend, tree)
         else:
             x = F.relu(F.conv2d(x, w, b, stride=2, padding=1))
     return x
@@ -223,6 +270,7 @@ def folded_forward(fusion: nn.ModuleList, xs, backend: str) -> list[Tensor]:
 def _folded_forward(fusion: nn.ModuleList, xs, backend: str) -> list[Tensor]:
     n = len(xs)
     dtype, device = xs[0].dtype, xs[0].device
+    tree = None
     if torch.compiler.is_compiling():
         branches, firsts = _fold_branches(fusion, dtype), _firsts(fusion)
     else:
@@ -233,7 +281,10 @@ def _folded_forward(fusion: nn.ModuleList, xs, backend: str) -> list[Tensor]:
         firsts = tree.firsts
     outs = []
     for i, folded in enumerate(branches):
-        down = [_chain_start(firsts[i][j], steps, xs[j]) for j, steps in enumerate(folded.down_steps)]
+        down = [
+            _chain_start(firsts[i][j], steps, folded.step_weight[j], xs[j], backend, tree)
+            for j, steps in enumerate(folded.down_steps)
+        ]
         outs.append(
             fusion_branch(
                 xs[i],
