@@ -163,17 +163,22 @@ def test_cpu_runs_16_bit_steps_channels_last_and_returns_each_base_layout(layout
 
 
 @pytest.mark.parametrize(("backend", "device"), [p for p in BACKENDS if p.id == "cpp-cpu"])
-def test_cpu_chain_steps_keep_a_few_zero_bases_that_stay_zero(backend, device, level2_calls):
-    fuse = _fusion(backend, device)
+def test_cpu_chain_steps_share_a_few_zero_bases_that_stay_zero(backend, device, level2_calls, monkeypatch):
+    monkeypatch.setattr(folded_fusion, "_ZEROS", {})
+    fuse, other = _fusion(backend, device), _fusion(backend, device)
     with torch.inference_mode():
         _matches_reference(fuse, _branches(device))  # the zero bases are made here...
+    made = dict(folded_fusion._ZEROS)
     with torch.no_grad():
-        _matches_reference(fuse, _branches(device))  # ... and read outside inference mode
+        _matches_reference(other, _branches(device))  # ... read by another module, outside inference mode
+        assert len(made) == 3  # (16 ch, 9x7), (16 ch, 5x4), (24 ch, 5x4)
+        assert folded_fusion._ZEROS.keys() == made.keys()
+        assert all(folded_fusion._ZEROS[key] is zeros for key, zeros in made.items())
         for h in range(5, 5 + folded_fusion.MAX_ZERO_MAPS):  # three more zero bases each
             _matches_reference(fuse, _branches(device, h=h, w=h + 2))
-    zeros = folded_fusion._CACHE[fuse].zeros
+    zeros = folded_fusion._ZEROS.values()
     assert 0 < len(zeros) <= folded_fusion.MAX_ZERO_MAPS
-    assert all(not z.any() and not z.is_inference() for z in zeros.values())
+    assert all(not z.any() and not z.is_inference() for z in zeros)
     assert level2_calls.steps == 4 * (2 + folded_fusion.MAX_ZERO_MAPS)
 
 

@@ -44,7 +44,10 @@ log = logging.getLogger(__name__)
 
 # map dtypes whose fusion step runs channels_last on a CPU whatever their layout (see folded_forward)
 _CHANNELS_LAST_ON_CPU = (torch.float16, torch.bfloat16)
-MAX_ZERO_MAPS = 8  # zero maps kept per fusion module (one per chain step's output shape); more clear them
+# The zero maps the chain steps pass as ``base`` (_chain_step), by shape, dtype, device and layout,
+# shared by every module (only ever read); at most MAX_ZERO_MAPS, more clear them.
+_ZEROS: dict[tuple, Tensor] = {}
+MAX_ZERO_MAPS = 8
 
 
 @dataclass(frozen=True)
@@ -65,23 +68,10 @@ class _Tree:
     order, make ``layout``; the snapshot holds every value (``modules``, ``tensors``), so no id is
     reused while it lives (the fusion module itself only weakly, through ``_CACHE``).
     ``folded``: (dtype, device) -> (key of the tensors, folded branches); ``firsts``: per output
-    branch i and j < i, the first module of each earlier step of the downsample chain j -> i;
-    ``zeros``: the zero maps the chain steps pass as ``base`` (see _chain_start), by shape, dtype,
-    device and layout.
+    branch i and j < i, the first module of each earlier step of the downsample chain j -> i.
     """
 
-    __slots__ = (
-        "dicts",
-        "firsts",
-        "folded",
-        "layout",
-        "modules",
-        "no_stats",
-        "norms",
-        "params",
-        "tensors",
-        "zeros",
-    )
+    __slots__ = ("dicts", "firsts", "folded", "layout", "modules", "no_stats", "norms", "params", "tensors")
 
     def __init__(self, fusion: nn.ModuleList):
         modules = list(fusion.modules())
@@ -94,7 +84,6 @@ class _Tree:
         self.no_stats = any(m.running_var is None for m in self.norms)  # a buffer slot: in the layout
         self.folded: dict[tuple, tuple] = {}
         self.firsts: list[list[tuple[nn.Module, ...]]] | None = None
-        self.zeros: dict[tuple, Tensor] = {}
 
 
 _CACHE: weakref.WeakKeyDictionary[nn.Module, _Tree] = weakref.WeakKeyDictionary()
@@ -208,31 +197,31 @@ def _firsts(fusion: nn.ModuleList) -> list[list[tuple[nn.Module, ...]]]:
     return [[tuple(step[0] for step in list(row[j])[:-1]) for j in range(i)] for i, row in enumerate(fusion)]
 
 
-def _zero_map(tree: _Tree | None, shape: tuple[int, ...], like: Tensor) -> Tensor:
-    """Zeros of ``shape`` with ``like``'s dtype, device and layout: the tree's (kept, and only ever
-    read), or fresh ones while compiling (no tree). At most MAX_ZERO_MAPS are kept per module."""
+def _zero_map(shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """Zeros of ``shape`` with ``like``'s dtype, device and layout: kept in _ZEROS, or fresh ones
+    while compiling."""
     fmt = memory_format_of(like)
-    if tree is None:
+    if torch.compiler.is_compiling():
         return torch.zeros(shape, dtype=like.dtype, device=like.device).contiguous(memory_format=fmt)
     key = (shape, like.dtype, like.device, fmt)
-    zeros = tree.zeros.get(key)
+    zeros = _ZEROS.get(key)
     if zeros is None:
-        if len(tree.zeros) >= MAX_ZERO_MAPS:
-            tree.zeros.clear()
+        if len(_ZEROS) >= MAX_ZERO_MAPS:
+            _ZEROS.clear()
         with torch.inference_mode(False):  # usable outside inference mode too
             zeros = torch.zeros(shape, dtype=like.dtype, device=like.device).contiguous(memory_format=fmt)
-        tree.zeros[key] = zeros
+        _ZEROS[key] = zeros
     return zeros
 
 
-def _chain_step(x: Tensor, weight: Tensor, bias: Tensor, backend: str, tree: _Tree | None) -> Tensor:
+def _chain_step(x: Tensor, weight: Tensor, bias: Tensor, backend: str) -> Tensor:
     """relu(conv3x3_stride2_pad1(x; weight) + bias) as one ``fusion_branch`` call: one down path, no
     low paths, a zero base. ``weight``: (C_out, C_in, 3, 3) in the op's layout (weight_layout)."""
     shape = (x.shape[0], weight.shape[0], (x.shape[2] + 1) // 2, (x.shape[3] + 1) // 2)
-    return fusion_branch(_zero_map(tree, shape, x), [x], [weight], [], [], bias, backend=backend)
+    return fusion_branch(_zero_map(shape, x), [x], [weight], [], [], bias, backend=backend)
 
 
-def _chain_start(firsts: tuple[nn.Module, ...], steps, weights, x: Tensor, backend: str, tree: _Tree | None) -> Tensor:
+def _chain_start(firsts: tuple[nn.Module, ...], steps, weights, x: Tensor, backend: str) -> Tensor:
     """The earlier steps of a downsample chain, each relu(conv3x3_stride2_pad1(x; W') + b'):
     - the module's own FoldedConv where :func:`hrnet_fast.optimize` folded it (one prepared oneDNN
       call on a CPU);
@@ -245,7 +234,7 @@ def _chain_start(firsts: tuple[nn.Module, ...], steps, weights, x: Tensor, backe
         if isinstance(step, FoldedConv) and step.weight.dtype == x.dtype:
             x = step(x)
         elif backend == "cpp" and x.device.type == "cpu":
-            x = _chain_step(x, weight, b, backend, tree)
+            x = _chain_step(x, weight, b, backend)
         else:
             x = F.relu(F.conv2d(x, w, b, stride=2, padding=1))
     return x
@@ -270,7 +259,6 @@ def folded_forward(fusion: nn.ModuleList, xs, backend: str) -> list[Tensor]:
 def _folded_forward(fusion: nn.ModuleList, xs, backend: str) -> list[Tensor]:
     n = len(xs)
     dtype, device = xs[0].dtype, xs[0].device
-    tree = None
     if torch.compiler.is_compiling():
         branches, firsts = _fold_branches(fusion, dtype), _firsts(fusion)
     else:
@@ -282,7 +270,7 @@ def _folded_forward(fusion: nn.ModuleList, xs, backend: str) -> list[Tensor]:
     outs = []
     for i, folded in enumerate(branches):
         down = [
-            _chain_start(firsts[i][j], steps, folded.step_weight[j], xs[j], backend, tree)
+            _chain_start(firsts[i][j], steps, folded.step_weight[j], xs[j], backend)
             for j, steps in enumerate(folded.down_steps)
         ]
         outs.append(
