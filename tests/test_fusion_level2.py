@@ -105,6 +105,9 @@ def level2_calls(monkeypatch):
 
 
 class Level2Calls(list):
+    """The branch calls' backends (the list), the chain-step calls made (``steps``), and whether one
+    is running (``in_step``: the fusion_branch call inside it is not a branch's)."""
+
     in_step = False
     steps = 0
 

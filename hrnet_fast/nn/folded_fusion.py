@@ -226,8 +226,8 @@ def _chain_start(firsts: tuple[nn.Module, ...], steps, weights, x: Tensor, backe
     - the module's own FoldedConv where :func:`hrnet_fast.optimize` folded it (one prepared oneDNN
       call on a CPU);
     - else, on a CPU on backend ``"cpp"``, the C++ ``fusion_branch`` kernel (_chain_step;
-      ``weights``: the W' in its layout): the whole step runs faster so than with torch's conv +
-      ReLU, though not every chain step does (benchmarks/cpu_level2.py, its chain-step table);
+      ``weights``: the W' in its layout): with it the whole step runs faster than with torch's
+      conv + ReLU, though not every chain step does (benchmarks/cpu_level2.py, its chain-step table);
     - else torch's conv + ReLU with the cached folded weights.
     ``firsts``: the first module of each of those steps."""
     for step, (w, b), weight in zip(firsts, steps, weights, strict=True):
