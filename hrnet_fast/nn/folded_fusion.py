@@ -244,8 +244,8 @@ def folded_forward(fusion: nn.ModuleList, xs, backend: str) -> list[Tensor]:
     """The fusion step with folded BN, one fused ``fusion_branch`` launch per output branch.
 
     On a CPU, 16-bit maps run channels_last whatever their layout: the C++ kernel stages NCHW rows
-    per band and path (a transpose and, for 16-bit maps, a conversion, several times per map) and
-    oneDNN's 16-bit NCHW convs of the downsample chains are slow, so each map is converted once and
+    per band and path (a transpose and, for 16-bit maps, a conversion, several times per map, the
+    chain steps' calls included), so each map is converted once and
     each output comes back in its base map's layout. float32 NCHW maps stay as they are: converting
     them costs as much as it saves (``benchmarks/cpu_level2.py`` measures both)."""
     if xs[0].device.type == "cpu" and xs[0].dtype in _CHANNELS_LAST_ON_CPU:
