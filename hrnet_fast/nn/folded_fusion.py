@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layout import dense, memory_format_of, weight_layout
+from ..layout import dense, empty_like_layout, memory_format_of, weight_layout
 from ..ops import fusion_branch
 from ..ops.registry import unsupported_reason
 from .folded import FoldedConv, fold_conv_bn
@@ -200,16 +200,15 @@ def _firsts(fusion: nn.ModuleList) -> list[list[tuple[nn.Module, ...]]]:
 def _zero_map(shape: tuple[int, ...], like: Tensor) -> Tensor:
     """Zeros of ``shape`` with ``like``'s dtype, device and layout: kept in _ZEROS, or fresh ones
     while compiling."""
-    fmt = memory_format_of(like)
     if torch.compiler.is_compiling():
-        return torch.zeros(shape, dtype=like.dtype, device=like.device).contiguous(memory_format=fmt)
-    key = (shape, like.dtype, like.device, fmt)
+        return empty_like_layout(like, shape).zero_()
+    key = (shape, like.dtype, like.device, memory_format_of(like))
     zeros = _ZEROS.get(key)
     if zeros is None:
         if len(_ZEROS) >= MAX_ZERO_MAPS:
             _ZEROS.clear()
         with torch.inference_mode(False):  # usable outside inference mode too
-            zeros = torch.zeros(shape, dtype=like.dtype, device=like.device).contiguous(memory_format=fmt)
+            zeros = empty_like_layout(like, shape).zero_()
         _ZEROS[key] = zeros
     return zeros
 
