@@ -59,6 +59,10 @@ at::Tensor fusion_branch(const BranchKernel& kernel, const at::Tensor& base, at:
   const at::MemoryFormat format = format_of(layout);
   std::vector<at::Tensor> inputs;  // keeps re-laid-out inputs alive while the kernel runs
   auto map = [&](const at::Tensor& t) { return map_ref(inputs.emplace_back(t.contiguous(format)), layout); };
+  auto input_map = [&](const at::Tensor& t) {  // a down or low map: as it is where the kernel can read it
+    MapRef m;
+    return kernel.any_input_layout && describe(t, layout_of(t), m) ? m : map(t);
+  };
   auto packed = [&](const at::Tensor& weight) {  // (k, k, C_in, C_out) memory; a view when already so
     return inputs.emplace_back(weight.permute({2, 3, 1, 0}).contiguous()).const_data_ptr();
   };
@@ -68,10 +72,10 @@ at::Tensor fusion_branch(const BranchKernel& kernel, const at::Tensor& base, at:
   p.num_down = static_cast<int32_t>(down.size());
   p.num_low = static_cast<int32_t>(low.size());
   for (size_t k = 0; k < down.size(); ++k) {
-    p.down[k] = ConvPath{map(down[k]), packed(down_weight[k]), static_cast<int32_t>(down[k].size(1))};
+    p.down[k] = ConvPath{input_map(down[k]), packed(down_weight[k]), static_cast<int32_t>(down[k].size(1))};
   }
   for (size_t k = 0; k < low.size(); ++k) {
-    p.low[k] = ConvPath{map(low[k]), packed(low_weight[k]), static_cast<int32_t>(low[k].size(1))};
+    p.low[k] = ConvPath{input_map(low[k]), packed(low_weight[k]), static_cast<int32_t>(low[k].size(1))};
   }
   kernel.run(p);
   if (!target.is_same(out)) out.copy_(target);

@@ -1,5 +1,6 @@
 // The fusion_branch op, written once for every device: checks its inputs, lays them out for the
-// kernels (maps dense in base's layout, weights with (k, k, C_in, C_out) memory), allocates the
+// kernels (maps dense in base's layout, or each down and low map in its own where the kernel reads
+// both layouts; weights with (k, k, C_in, C_out) memory), allocates the
 // output (empty_like(base)) and describes the work as a torch-free FusionBranchProblem for one
 // device's kernel to compute.
 #pragma once
@@ -16,6 +17,7 @@ namespace hrnet_fast {
 struct BranchKernel {
   const char* backend;  // for messages
   bool supports_float64;
+  bool any_input_layout;  // down and low maps read as they are, NCHW or channels_last, not in base's
   void (*run)(const FusionBranchProblem&);
 };
 

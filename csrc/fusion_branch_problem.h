@@ -5,8 +5,9 @@
 //            + sum_k conv3x3_stride2_pad1(down[k].x, down[k].weight)
 //            + sum_k interp(conv1x1(low[k].x, low[k].weight), size=(h, w), mode, align_corners) )
 //
-// Maps are addressed as in resample_problem.h (all in the problem's layout); the output has base's
-// size (n, c, h, w). Weights are dense with (k, k, cin, C) memory: element (tap, ci, co) of a path's
+// Maps are addressed as in resample_problem.h: out and base in the problem's layout, down and low maps
+// in it too unless the kernel reads both layouts (BranchKernel::any_input_layout: each map in its own,
+// channel_stride 1 for channels_last). The output has base's size (n, c, h, w). Weights are dense with (k, k, cin, C) memory: element (tap, ci, co) of a path's
 // weight is weight[(tap * cin + ci) * C + co], tap = ty * 3 + tx for the 3x3 convs and 0 for the 1x1
 // projections. A down map (n, cin, hd, wd) has ceil(hd / 2) = h and ceil(wd / 2) = w; a low map may
 // have any size.

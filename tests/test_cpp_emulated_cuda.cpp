@@ -76,7 +76,7 @@ void branch(const FusionBranchProblem& p) {
   check(cuda::branch::run_fusion_branch(p, exec));
 }
 
-const BranchKernel kEmulatedBranch{"emulated cuda", /*supports_float64=*/false, branch};
+const BranchKernel kEmulatedBranch{"emulated cuda", /*supports_float64=*/false, /*any_input_layout=*/false, branch};
 
 at::Tensor fusion_branch_emulated(const at::Tensor& base, at::TensorList down, at::TensorList down_weight,
                                   at::TensorList low, at::TensorList low_weight, const at::Tensor& bias,

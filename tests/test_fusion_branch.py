@@ -123,6 +123,23 @@ def test_op_takes_any_weight_layout_and_keeps_base_strides(target):
     assert out.stride() == base.stride() and (out < 0).any()  # relu=False keeps negatives
 
 
+@pytest.mark.parametrize("base_fmt", FORMATS, ids=["nchw-base", "cl-base"])
+@pytest.mark.parametrize(("target", "dtype"), _dtype_params())
+def test_maps_in_mixed_layouts(target, dtype, base_fmt):
+    """Down and low maps in layouts of their own: the other layout than base's, base's, and a channel
+    slice (dense in neither, so the op copies it). The CPU kernel reads the first two as they are
+    (channels_last in place, NCHW staged per band); the others get them in base's layout."""
+    case = ((2, 24, 7, 5), [(2, 16, 13, 9), (2, 20, 14, 10), (2, 12, 13, 10)], [(2, 40, 4, 3), (2, 8, 7, 5)])
+    other = torch.channels_last if base_fmt == torch.contiguous_format else torch.contiguous_format
+    base, down, down_w, low, low_w, bias = _inputs(case, dtype, target.device, base_fmt)
+    down = [down[0].contiguous(memory_format=other), down[1], torch.cat([down[2], down[2]], 1)[:, 3:15]]
+    low = [low[0].contiguous(memory_format=other), low[1]]
+    args = base, down, down_w, low, low_w, bias
+    out = target.op(*args, "bilinear", False, True)
+    assert out.stride() == base.stride()
+    _check(out, args, "bilinear", False)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, *LOW_PRECISION])
 @pytest.mark.parametrize("target", [t for t in TARGETS if t.values[0].name != "triton"])
 def test_odd_sizes_many_tiles_and_batches_split_into_launches(target, dtype):

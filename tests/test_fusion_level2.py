@@ -145,7 +145,7 @@ def test_cpu_runs_16_bit_steps_channels_last_and_returns_each_base_layout(layout
     real = folded_fusion.fusion_branch
 
     def recording(base, down, down_weight, low, *args, **kwargs):
-        seen.append([memory_format_of(t) for t in (base, *down, *low)])
+        seen.append([(any(t is x for x in xs), memory_format_of(t)) for t in (base, *down, *low)])
         return real(base, down, down_weight, low, *args, **kwargs)
 
     monkeypatch.setattr(folded_fusion, "fusion_branch", recording)
@@ -157,9 +157,15 @@ def test_cpu_runs_16_bit_steps_channels_last_and_returns_each_base_layout(layout
         outs = fuse(xs)
         refs = _reference(fuse, dtype)(xs)
         refs64 = _reference(fuse, torch.float64)([x.double() for x in xs])
-    given = {memory_format_of(x) for x in xs}  # float32 maps run as they come
-    assert len(seen) == 4 + _kernel_chain_steps(backend, device)  # the chain steps' maps too
-    assert {f for fmts in seen for f in fmts} == ({torch.channels_last} if dtype != torch.float32 else given)
+    chain_steps = _kernel_chain_steps(backend, device)
+    assert len(seen) == 4 + chain_steps  # the chain steps' maps too
+    maps = [m for call in seen for m in call]  # (one of xs itself, layout)
+    if dtype == torch.float32:  # maps run as they come; the kernel's chain steps return channels_last
+        # the bases, the low maps and the direct down maps; on the kernel, the first chain steps' inputs
+        assert sum(given for given, _ in maps) == 4 + 6 + 3 + (3 if chain_steps else 0)
+        assert all(fmt == torch.channels_last for given, fmt in maps if not given) or not chain_steps
+    else:
+        assert {fmt for _, fmt in maps} == {torch.channels_last}
     for i, (out, ref, ref64, x) in enumerate(zip(outs, refs, refs64, xs, strict=True)):
         assert out.stride() == x.stride()
         assert_matches(out, ref, ref64, f"branch {i}", tol=1e-5)

@@ -9,9 +9,10 @@
 //   2. each 1x1 projection at the low resolution, for the low rows this band reads only (a GEMM per
 //      band), then interpolated and added to the tile (the index math of F.interpolate);
 //   3. the epilogue: + bias + base, ReLU, one rounding, written in the output's layout.
-// No projected or convolved intermediate leaves the task. GEMM rows are read in place from
-// channels_last maps whose storage type the micro-kernels take; otherwise the band's input rows
-// are first staged channels-last (NCHW maps transposed, fp16 widened to fp32).
+// No projected or convolved intermediate leaves the task. Each down and low map comes in its own
+// layout (whatever the output's): GEMM rows are read in place from channels_last maps whose storage
+// type the micro-kernels take; otherwise the band's input rows are first staged channels-last (NCHW
+// maps transposed, fp16 widened to fp32).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -65,8 +66,8 @@ void planes_to_rows(const T* src, int64_t plane, int64_t pixels, int32_t cin, R*
 
 // Rows [row0, row0 + count) of one sample of a map, channels last in the operand type: GEMM rows are
 // pixel(y, x), cin values each (zeros outside the map). A view of the map itself when it already is
-// so (kDirect), else a converted (and, for NCHW, transposed) copy.
-template <typename T, bool kDirect>
+// so (channels_last in the operand type), else a converted (and, for NCHW, transposed) copy.
+template <typename T>
 class StagedRows {
  public:
   using R = operand_t<T>;
@@ -76,7 +77,7 @@ class StagedRows {
       : row0_(std::max(row0, 0)), row1_(std::min(row0 + count, m.h)), w_(m.w), zeros_(zeros) {
     const int64_t rows = std::max(row1_ - row0_, 0);
     const T* x = static_cast<const T*>(m.data) + n * m.sample_stride + int64_t{row0_} * m.w * m.pixel_stride;
-    if constexpr (kDirect) {
+    if (std::is_same_v<T, R> && m.channel_stride == 1) {
       data_ = reinterpret_cast<const R*>(x);
       pixel_ = m.pixel_stride;
       return;
@@ -170,7 +171,7 @@ struct Task {
 // over the band's pixel tiles in groups of kGroupTiles: the group's row pointers are gathered once,
 // then each channel tile multiplies its panels into every tile of the group, so a panel is read
 // once per group (not once per pixel tile) while the group's input rows stay in cache.
-template <typename T, bool kDirect>
+template <typename T>
 void add_down_convs(const Branch<T>& b, const Task& task, Scratch<T>& s) {
   using R = operand_t<T>;
   using A = acc_t<T>;
@@ -180,7 +181,7 @@ void add_down_convs(const Branch<T>& b, const Task& task, Scratch<T>& s) {
   const int64_t tiles = (pixels + kTileP - 1) / kTileP;
   const int count = 9 * p.num_down;
   s.staged.resize(p.num_down);
-  std::vector<StagedRows<T, kDirect>> inputs;
+  std::vector<StagedRows<T>> inputs;
   for (int k = 0; k < p.num_down; ++k) {  // input rows 2 * y0 - 1 .. 2 * y1 - 1
     const ConvPath& path = p.down[k];
     inputs.emplace_back(path.x, task.n, 2 * y0 - 1, 2 * (y1 - y0) + 1, path.cin, s.staged[k], b.zeros.data());
@@ -234,7 +235,7 @@ void add_down_convs(const Branch<T>& b, const Task& task, Scratch<T>& s) {
 
 // Step 2 for low path k: project the low rows that the task's output rows read (its channels), then
 // add their interpolation to acc. Bilinear blends along x, then y: h0 * (w0 * a + w1 * b) + h1 * (...).
-template <typename T, bool kDirect>
+template <typename T>
 void add_projection(const Branch<T>& b, int k, const Task& task, Scratch<T>& s) {
   using A = acc_t<T>;
   const FusionBranchProblem& p = b.p;
@@ -247,7 +248,7 @@ void add_projection(const Branch<T>& b, int k, const Task& task, Scratch<T>& s) 
   A* const proj = cache_aligned(s.proj, proj_size);
   std::fill(proj, proj + proj_size, A(0));
   s.staged.resize(std::max<size_t>(s.staged.size(), 1));
-  const StagedRows<T, kDirect> input(path.x, task.n, r0, r1 - r0 + 1, path.cin, s.staged[0], b.zeros.data());
+  const StagedRows<T> input(path.x, task.n, r0, r1 - r0 + 1, path.cin, s.staged[0], b.zeros.data());
   s.row_pointers.resize(kTileP);
   for (int64_t first = 0; first < pixels; first += kTileP) {
     for (int q = 0; q < kTileP; ++q) {
@@ -335,7 +336,6 @@ void write_band(const Branch<T>& b, const Task& task, const acc_t<T>* acc) {
 template <typename T, bool kChannelsLast>
 void run_branch(const FusionBranchProblem& problem) {
   using A = acc_t<T>;
-  constexpr bool kDirect = kChannelsLast && std::is_same_v<T, operand_t<T>>;  // GEMM rows read in place
   const Branch<T> b(problem);
   const FusionBranchProblem& p = b.p;
   // Tasks: enough for every thread. Bands of rows first, each accumulator tile within kBandBytes and,
@@ -361,8 +361,8 @@ void run_branch(const FusionBranchProblem& problem) {
       const int64_t acc_size = round_up(int64_t{task.y1 - task.y0} * p.w, kTileP) * task.width();
       s.acc_data = cache_aligned(s.acc, acc_size);
       std::fill(s.acc_data, s.acc_data + acc_size, A(0));
-      if (p.num_down > 0) add_down_convs<T, kDirect>(b, task, s);
-      for (int k = 0; k < p.num_low; ++k) add_projection<T, kDirect>(b, k, task, s);
+      if (p.num_down > 0) add_down_convs<T>(b, task, s);
+      for (int k = 0; k < p.num_low; ++k) add_projection<T>(b, k, task, s);
       write_band<T, kChannelsLast>(b, task, s.acc_data);
     }
   });
@@ -382,7 +382,7 @@ void run(const FusionBranchProblem& p) {
 at::Tensor fusion_branch_cpu(const at::Tensor& base, at::TensorList down, at::TensorList down_weight,
                              at::TensorList low, at::TensorList low_weight, const at::Tensor& bias,
                              std::string_view mode, bool align_corners, bool relu) {
-  static const BranchKernel kernel{"cpp (CPU)", /*supports_float64=*/true, run};
+  static const BranchKernel kernel{"cpp (CPU)", /*supports_float64=*/true, /*any_input_layout=*/true, run};
   return fusion_branch(kernel, base, down, down_weight, low, low_weight, bias, mode, align_corners, relu);
 }
 

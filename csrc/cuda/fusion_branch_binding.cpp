@@ -19,7 +19,7 @@ void run(const FusionBranchProblem& p) {
 at::Tensor fusion_branch_cuda(const at::Tensor& base, at::TensorList down, at::TensorList down_weight,
                               at::TensorList low, at::TensorList low_weight, const at::Tensor& bias,
                               std::string_view mode, bool align_corners, bool relu) {
-  static const BranchKernel kernel{"cpp (CUDA)", /*supports_float64=*/false, run};
+  static const BranchKernel kernel{"cpp (CUDA)", /*supports_float64=*/false, /*any_input_layout=*/false, run};
   const c10::cuda::CUDAGuard guard(base.device());
   return fusion_branch(kernel, base, down, down_weight, low, low_weight, bias, mode, align_corners, relu);
 }

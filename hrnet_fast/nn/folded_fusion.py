@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layout import dense, empty_like_layout, memory_format_of, weight_layout
+from ..layout import dense, memory_format_of, weight_layout
 from ..ops import fusion_branch
 from ..ops.registry import unsupported_reason
 from .folded import FoldedConv, fold_conv_bn
@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 
 # map dtypes whose fusion step runs channels_last on a CPU whatever their layout (see folded_forward)
 _CHANNELS_LAST_ON_CPU = (torch.float16, torch.bfloat16)
-# The zero maps the chain steps pass as ``base`` (_chain_step), by shape, dtype, device and layout,
-# shared by every module (only ever read); at most MAX_ZERO_MAPS, more clear them.
+# The zero maps the chain steps pass as ``base`` (_chain_step), channels_last, by shape, dtype and
+# device, shared by every module (only ever read); at most MAX_ZERO_MAPS, more clear them.
 _ZEROS: dict[tuple, Tensor] = {}
 MAX_ZERO_MAPS = 8
 
@@ -198,24 +198,31 @@ def _firsts(fusion: nn.ModuleList) -> list[list[tuple[nn.Module, ...]]]:
 
 
 def _zero_map(shape: tuple[int, ...], like: Tensor) -> Tensor:
-    """Zeros of ``shape`` with ``like``'s dtype, device and layout: kept in _ZEROS, or fresh ones
-    while compiling."""
+    """Zeros of ``shape``, channels_last, with ``like``'s dtype and device: kept in _ZEROS, or fresh
+    ones while compiling."""
     if torch.compiler.is_compiling():
-        return empty_like_layout(like, shape).zero_()
-    key = (shape, like.dtype, like.device, memory_format_of(like))
+        return _channels_last_zeros(shape, like)
+    key = (shape, like.dtype, like.device)
     zeros = _ZEROS.get(key)
     if zeros is None:
         if len(_ZEROS) >= MAX_ZERO_MAPS:
             _ZEROS.clear()
         with torch.inference_mode(False):  # usable outside inference mode too
-            zeros = empty_like_layout(like, shape).zero_()
+            zeros = _channels_last_zeros(shape, like)
         _ZEROS[key] = zeros
     return zeros
 
 
+def _channels_last_zeros(shape: tuple[int, ...], like: Tensor) -> Tensor:
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=torch.channels_last).zero_()
+
+
 def _chain_step(x: Tensor, weight: Tensor, bias: Tensor, backend: str) -> Tensor:
     """relu(conv3x3_stride2_pad1(x; weight) + bias) as one ``fusion_branch`` call: one down path, no
-    low paths, a zero base. ``weight``: (C_out, C_in, 3, 3) in the op's layout (weight_layout)."""
+    low paths, a zero base. ``weight``: (C_out, C_in, 3, 3) in the op's layout (weight_layout).
+    The result is channels_last whatever x's layout (the op's output takes its base's): the CPU
+    kernel writes it without a transpose and its next readers, the chain's next step and the output
+    branch's call, read it in place (the op passes down maps to the CPU kernel as they are)."""
     shape = (x.shape[0], weight.shape[0], (x.shape[2] + 1) // 2, (x.shape[3] + 1) // 2)
     return fusion_branch(_zero_map(shape, x), [x], [weight], [], [], bias, backend=backend)
 

@@ -6,14 +6,15 @@
              + bias )
 
 base: (N, C, H, W). down[k]: (N, Cd_k, Hd_k, Wd_k), the input of the *last* stride-2 3x3 conv of the
-downsample chain from a higher-resolution branch (its earlier steps stay framework convs), so
+downsample chain from a higher-resolution branch (its earlier steps run before the op), so
 ceil(Hd_k / 2) = H and ceil(Wd_k / 2) = W; down_weight[k]: (C, Cd_k, 3, 3). low[k]: (N, Cl_k, h_k, w_k),
 a lower-resolution branch at any size; low_weight[k]: (C, Cl_k, 1, 1). bias: (C,). Weights and bias
 have base's dtype and device; weights in any layout, fastest with (k, k, C_in, C_out) memory
 (:func:`hrnet_fast.layout.weight_layout`). BatchNorm is folded into the weights
 (W * gamma / sqrt(var + eps)), and the folded shifts of all paths are summed into ``bias``
 (interpolation keeps constants, so one bias serves every path). ``out`` has base's dtype, device and
-memory format.
+memory format; the maps may come in either layout (the CPU kernel reads down and low maps as they
+are, the other kernels get them in base's).
 
 Inference only: the op has no gradient (its autograd formula raises); training runs level 1
 (``upsample_sum``). Kernels: ``kernels/fusion_branch.py`` (Triton); ``csrc/cpu/fusion_branch_kernel.cpp``
