@@ -226,7 +226,12 @@ void add_down_convs(const Branch<T>& b, const Task& task, Scratch<T>& s) {
         }
         for (int64_t tile = g0; tile < g1; ++tile) {
           for (int i = first; i < last; ++i) s.segments[i].rows = rows_of(tile - g0, i);
-          tile_gemm(s.segments.data() + first, last - first, s.acc_data + tile * kTileP * width + j - task.j0, width);
+          A* c = s.acc_data + tile * kTileP * width + j - task.j0;
+          if (first == 0) {  // the first block writes the tile (no zeroing)
+            tile_gemm<false>(s.segments.data(), last, c, width);
+          } else {
+            tile_gemm(s.segments.data() + first, last - first, c, width);
+          }
         }
       }
     }
@@ -246,7 +251,6 @@ void add_projection(const Branch<T>& b, int k, const Task& task, Scratch<T>& s) 
   const int64_t lw = path.x.w, pixels = int64_t{r1 - r0 + 1} * lw, cp = task.width();
   const int64_t proj_size = round_up(pixels, kTileP) * cp;
   A* const proj = cache_aligned(s.proj, proj_size);
-  std::fill(proj, proj + proj_size, A(0));
   s.staged.resize(std::max<size_t>(s.staged.size(), 1));
   const StagedRows<T> input(path.x, task.n, r0, r1 - r0 + 1, path.cin, s.staged[0], b.zeros.data());
   s.row_pointers.resize(kTileP);
@@ -259,10 +263,11 @@ void add_projection(const Branch<T>& b, int k, const Task& task, Scratch<T>& s) 
     for (int64_t j = task.j0; j < task.j1; j += kTileC<A>) {
       const Segment<operand_t<T>> seg{path.cin, s.row_pointers.data(), WeightPanel<T>::at_channel(w.segment(0), j),
                                       w.ldb()};
-      tile_gemm(&seg, 1, proj + first * cp + j - task.j0, cp);
+      tile_gemm<false>(&seg, 1, proj + first * cp + j - task.j0, cp);
     }
   }
   const std::vector<Taps<A>>& tx = b.low_x[k];
+  const bool writes = k == 0 && p.num_down == 0;  // the first to reach acc writes it (no zeroing)
   for (int32_t y = y0; y < y1; ++y) {
     const Taps<A> ty = taps(ay, y);
     const A* top = proj + (ty.i0 - r0) * lw * cp;
@@ -271,12 +276,20 @@ void add_projection(const Branch<T>& b, int k, const Task& task, Scratch<T>& s) 
     for (int32_t x = 0; x < p.w; ++x, acc += cp) {
       const A* t0 = top + tx[x].i0 * cp;
       if (!p.bilinear) {
-        for (int64_t j = 0; j < cp; ++j) acc[j] += t0[j];
+        if (writes) {
+          std::copy(t0, t0 + cp, acc);
+        } else {
+          for (int64_t j = 0; j < cp; ++j) acc[j] += t0[j];
+        }
         continue;
       }
       const A *t1 = top + tx[x].i1 * cp, *b0 = bottom + tx[x].i0 * cp, *b1 = bottom + tx[x].i1 * cp;
       const A w0 = tx[x].w0, w1 = tx[x].w1, h0 = ty.w0, h1 = ty.w1;
-      for (int64_t j = 0; j < cp; ++j) acc[j] += h0 * (w0 * t0[j] + w1 * t1[j]) + h1 * (w0 * b0[j] + w1 * b1[j]);
+      if (writes) {
+        for (int64_t j = 0; j < cp; ++j) acc[j] = h0 * (w0 * t0[j] + w1 * t1[j]) + h1 * (w0 * b0[j] + w1 * b1[j]);
+      } else {
+        for (int64_t j = 0; j < cp; ++j) acc[j] += h0 * (w0 * t0[j] + w1 * t1[j]) + h1 * (w0 * b0[j] + w1 * b1[j]);
+      }
     }
   }
 }
@@ -360,7 +373,7 @@ void run_branch(const FusionBranchProblem& problem) {
       const Task task{band / per_sample, y0, std::min(y0 + rows, p.h), j0, std::min(j0 + block, b.cp)};
       const int64_t acc_size = round_up(int64_t{task.y1 - task.y0} * p.w, kTileP) * task.width();
       s.acc_data = cache_aligned(s.acc, acc_size);
-      std::fill(s.acc_data, s.acc_data + acc_size, A(0));
+      if (p.num_down == 0 && p.num_low == 0) std::fill(s.acc_data, s.acc_data + acc_size, A(0));
       if (p.num_down > 0) add_down_convs<T>(b, task, s);
       for (int k = 0; k < p.num_low; ++k) add_projection<T>(b, k, task, s);
       write_band<T, kChannelsLast>(b, task, s.acc_data);

@@ -175,8 +175,9 @@ void tile_gemm(const Segment<A>* segments, int count, A* c, int64_t ldc) {
 // pair of panel values along k, so each step interleaves panel rows k and k + 1 (unpacklo/hi_epi16,
 // within 128-bit lanes): acc[p][0] then holds channels 0-3, 8-11, 16-19, 24-27 of the tile and
 // acc[p][1] channels 4-7, 12-15, 20-23, 28-31, reordered once per tile on load and store. An odd k
-// pairs its last row with 0.
-inline void tile_gemm(const Segment<BFloat16>* segments, int count, float* c, int64_t ldc) {
+// pairs its last row with 0. kAccumulate false: c = the sum (c is not read).
+template <bool kAccumulate = true>
+void tile_gemm(const Segment<BFloat16>* segments, int count, float* c, int64_t ldc) {
   static_assert(kLanes<float> == 16 && kTileV == 2);
   const __m512i to_interleaved[2] = {_mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27),
                                      _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31)};
@@ -184,6 +185,10 @@ inline void tile_gemm(const Segment<BFloat16>* segments, int count, float* c, in
                                  _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31)};
   __m512 acc[kTileP][kTileV];
   for (int p = 0; p < kTileP; ++p) {
+    if (!kAccumulate) {
+      for (int j = 0; j < kTileV; ++j) acc[p][j] = _mm512_setzero_ps();
+      continue;
+    }
     const __m512 lo = _mm512_loadu_ps(c + p * ldc), hi = _mm512_loadu_ps(c + p * ldc + 16);
     for (int j = 0; j < kTileV; ++j) acc[p][j] = _mm512_permutex2var_ps(lo, to_interleaved[j], hi);
   }
