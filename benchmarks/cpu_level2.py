@@ -21,7 +21,8 @@ run with what ran before it.
 3. Each earlier step of the step's downsample chains (relu(conv3x3 stride 2 + bias), BN folded;
    fp32, batch 8, both layouts): torch's conv + ReLU (how level 2 ran them before, and still does
    off the CPU), the prepared oneDNN conv of optimize()'s FoldedConv, and the fusion_branch kernel
-   with a zero base (how level 2 runs them on the CPU now, outside optimize()).
+   with a channels_last zero base, so a channels_last result whatever x's layout (how level 2 runs
+   them on the CPU now, outside optimize()).
 4. The whole HRNet-W32 pose forward (batch 8, 256x192) under ``optimize()`` (channels_last), with
    level 2 (now) and with it off (as before), beside the eager reference model.
 
@@ -201,7 +202,7 @@ def bench_chain_steps(reps: int) -> list[dict]:
         panel = weight_layout(weight)
         for fname, fmt in FORMATS.items():
             x = torch.randn(BATCH, c, h, w).contiguous(memory_format=fmt)
-            zeros = torch.zeros(BATCH, c, (h + 1) // 2, (w + 1) // 2).contiguous(memory_format=fmt)
+            zeros = torch.zeros(BATCH, c, (h + 1) // 2, (w + 1) // 2).contiguous(memory_format=torch.channels_last)
             fns = {
                 "torch": functools.partial(_torch_chain_step, x, weight, bias),
                 "onednn": functools.partial(folded, x),
@@ -343,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
             f"projections:\n\n```\n{branch_table}\n```\n\nThe earlier steps of the step's downsample chains "
             f"(relu(conv3x3 stride 2 + bias), BN folded, fp32, batch {BATCH}; per step: how many the step runs): "
             f"torch's conv + ReLU, optimize()'s prepared oneDNN conv (FoldedConv) and the fusion_branch kernel with "
-            f"a zero base; errors against float64:\n\n```\n{chain_table}\n```\n\n"
+            f"a channels_last zero base (so a channels_last result; layout: x's); errors against float64:"
+            f"\n\n```\n{chain_table}\n```\n\n"
             f"HRNet-W32 pose forward, batch {BATCH}, 256x192, optimize() (channels_last, fp32) with level 2 on "
             f"and off:\n\n```\n{model_table}\n```\n",
         )
