@@ -1,8 +1,7 @@
 // The fusion_branch op, written once for every device: checks its inputs, lays them out for the
 // kernels (maps dense in base's layout, or each down and low map in its own where the kernel reads
-// both layouts; weights with (k, k, C_in, C_out) memory), allocates the
-// output (empty_like(base)) and describes the work as a torch-free FusionBranchProblem for one
-// device's kernel to compute.
+// both layouts; weights with (k, k, C_in, C_out) memory), allocates the output (empty_like(base))
+// and describes the work as a torch-free FusionBranchProblem for one device's kernel to compute.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -1,4 +1,4 @@
-// Torch-free description of one fusion_branch call (hrnet_fast/ops/fusion_branch.py), the work the
+// Torch-free description of one fusion_branch call (hrnet_fast/ops/fusion_branch_op.py), the work the
 // CPU and CUDA kernels do:
 //
 //   out = act( base + bias
@@ -7,10 +7,10 @@
 //
 // Maps are addressed as in resample_problem.h: out and base in the problem's layout, down and low maps
 // in it too unless the kernel reads both layouts (BranchKernel::any_input_layout: each map in its own,
-// channel_stride 1 for channels_last). The output has base's size (n, c, h, w). Weights are dense with (k, k, cin, C) memory: element (tap, ci, co) of a path's
-// weight is weight[(tap * cin + ci) * C + co], tap = ty * 3 + tx for the 3x3 convs and 0 for the 1x1
-// projections. A down map (n, cin, hd, wd) has ceil(hd / 2) = h and ceil(wd / 2) = w; a low map may
-// have any size.
+// channel_stride 1 for channels_last). The output has base's size (n, c, h, w). Weights are dense
+// with (k, k, cin, C) memory: element (tap, ci, co) of a path's weight is weight[(tap * cin + ci) * C
+// + co], tap = ty * 3 + tx for the 3x3 convs and 0 for the 1x1 projections. A down map
+// (n, cin, hd, wd) has ceil(hd / 2) = h and ceil(wd / 2) = w; a low map may have any size.
 #pragma once
 
 #include <cstdint>
