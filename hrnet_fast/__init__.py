@@ -11,6 +11,27 @@ from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
+
+def _kernels_of_a_checkout() -> None:
+    """A source checkout on ``PYTHONPATH``, not installed: its top-level ``kernels/`` becomes
+    ``hrnet_fast.kernels``, where an install puts it (setup.py's ``package_dir``)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name, folder = f"{__name__}.kernels", Path(__file__).resolve().parent.parent / "kernels"
+    if importlib.util.find_spec(name) is not None or not (folder / "__init__.py").is_file():
+        return
+    spec = importlib.util.spec_from_file_location(
+        name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[__name__].kernels = module
+
+
+_kernels_of_a_checkout()
+
 _EXPORTS = {
     "ARCHS": ".models",
     "HEADS": ".models",

@@ -47,3 +47,21 @@ def test_a_wheel_installed_elsewhere_finds_its_cpp_sources(tmp_path):
     files = {p.relative_to(_ext.SOURCE_DIR) for p in _ext.SOURCE_DIR.rglob("*") if p.suffix in _ext._SOURCE_SUFFIXES}
     assert Path("onednn/onednn_conv.cpp") in files
     assert all((Path(source_dir) / f).is_file() for f in files)
+
+
+def test_a_checkout_on_pythonpath_imports_without_an_install():
+    """The GPU machine may run a checkout through PYTHONPATH: ``kernels/`` must still import as
+    ``hrnet_fast.kernels`` (the editable install's finder, which would map it, is dropped first)."""
+    probe = (
+        "import json, sys; "
+        "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in getattr(f, '__module__', '')]; "
+        "import hrnet_fast.ops, hrnet_fast.kernels.fusion_branch as k; "
+        "print(json.dumps([hrnet_fast.__file__, k.__file__, hrnet_fast.kernels.interpreted()]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRITON_INTERPRET": "1"}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=ROOT.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    package, kernel, interpreted = json.loads(result.stdout)
+    assert package == str(ROOT / "hrnet_fast" / "__init__.py")
+    assert kernel == str(ROOT / "kernels" / "fusion_branch.py")
+    assert interpreted is True
