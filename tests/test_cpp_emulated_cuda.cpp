@@ -6,12 +6,15 @@
 // from Python with the registry's schemas, like the cpp backend's). The tests run it like the real
 // backends, so the CUDA indexing, fragment layouts, masks and tails are checked on machines without a
 // GPU. A launch here takes at most 4096 elements (fusion_branch: pixels), so tests with a few samples
-// of a few thousand run the batch split of large tensors.
+// of a few thousand run the batch split of large tensors; and fusion_branch picks its larger CTA tiles
+// from 2 CTAs on (264 on a GPU), so problems of a few hundred pixels run every tile.
 #define HRNET_FAST_MAX_LAUNCH_ELEMENTS 4096
+#define HRNET_FAST_TARGET_CTAS 2
 
 #include <torch/library.h>
 
 #include <cstring>
+#include <vector>
 
 #include "cuda/fusion_branch_kernel.cuh"
 #include "cuda/upsample_sum_kernel.cuh"
@@ -106,7 +109,18 @@ std::vector<at::Tensor> upsample_concat_backward_emulated(const at::Tensor& grad
   return upsample_concat_backward(kEmulated, grad, channels, hw, mode, align_corners);
 }
 
+// The CTA tile (pixels, channels) that fusion_branch picks for a problem of `pixels` x `channels`
+// outputs: the tests show that their problems run every tile.
+std::vector<int64_t> fusion_branch_cta_tile(int64_t pixels, int64_t channels) {
+  const cuda::branch::Tiles tiles = cuda::branch::choose_tiles(pixels, static_cast<int32_t>(channels));
+  return {tiles.bm, tiles.bn};
+}
+
 }  // namespace
+
+TORCH_LIBRARY_FRAGMENT(hrnet_fast_emulated_cuda, m) {
+  m.def("fusion_branch_cta_tile(int pixels, int channels) -> int[]", &fusion_branch_cta_tile);
+}
 
 TORCH_LIBRARY_IMPL(hrnet_fast_emulated_cuda, CPU, m) {
   m.impl("upsample_sum_cpp", &upsample_sum_emulated);

@@ -153,6 +153,27 @@ def test_odd_sizes_many_tiles_and_batches_split_into_launches(target, dtype):
         _check(target.op(*args, mode, ac, True), args, mode, ac, what=f"{fmt} {mode}")
 
 
+# One problem per CTA tile of the CUDA kernel (pixels x channels), as the emulation picks them (the
+# larger tiles from 2 CTAs on, a GPU from 264): base's channels and pixels decide.
+CTA_TILE_CASES = {
+    (128, 32): ((1, 24, 9, 7), [(1, 16, 17, 13)], [(1, 40, 5, 4)]),
+    (64, 64): ((1, 48, 9, 7), [(1, 16, 17, 13)], [(1, 40, 5, 4)]),
+    (128, 64): ((2, 48, 9, 11), [(2, 16, 17, 21)], [(2, 40, 5, 6)]),
+    (64, 128): ((1, 96, 9, 11), [(1, 16, 17, 21)], [(1, 40, 5, 6)]),
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=["nchw", "cl"])
+@pytest.mark.parametrize("dtype", GPU_DTYPES)
+@pytest.mark.parametrize("tile", list(CTA_TILE_CASES), ids=lambda t: f"{t[0]}x{t[1]}")
+def test_emulated_cuda_kernel_runs_every_cta_tile(tile, dtype, fmt):
+    library, case = emulated_library(), CTA_TILE_CASES[tile]
+    n, c, h, w = case[0]
+    assert tuple(torch.ops.hrnet_fast_emulated_cuda.fusion_branch_cta_tile(n * h * w, c)) == tile
+    args = _inputs(case, dtype, "cpu", fmt)
+    _check(library.fusion_branch(*args, "bilinear", False, True), args, "bilinear", False)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 def test_cpu_kernel_weights_over_several_blocks(dtype):
     """The CPU kernel multiplies the strided convs' weights in blocks of at most 512 KiB (kBlockBytes),

@@ -36,7 +36,12 @@
 namespace hrnet_fast::cuda::branch {
 
 constexpr uint32_t kThreads = 128;
-constexpr int64_t kTargetCtas = 264;  // two waves on a 132-SM H100/H200
+// CTAs that fill the GPU twice (132-SM H100/H200); the host emulation defines a few, so that its small
+// test problems run every tile of choose_tiles.
+#ifndef HRNET_FAST_TARGET_CTAS
+#define HRNET_FAST_TARGET_CTAS 264
+#endif
+constexpr int64_t kTargetCtas = HRNET_FAST_TARGET_CTAS;
 
 // One step of the K loop: kBK input channels from ci0 of one tap of one path.
 struct Step {
