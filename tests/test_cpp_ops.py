@@ -217,6 +217,19 @@ def test_the_public_ops_compile_with_no_graph_break_and_keep_the_fused_op(device
     assert torch.ops.hrnet_fast.upsample_concat_cpp in called
 
 
+@pytest.mark.cuda
+def test_the_cuda_kernels_name_an_input_on_another_device():
+    """A first input on the CPU and another on the GPU reach the CUDA kernels (dispatch follows the GPU
+    tensor), whose checks name the input on the other device (the device guard skips a CPU input)."""
+    ops, cpu = registry.OpLibrary("hrnet_fast", "cpp"), torch.randn(1, 4, 6, 6)
+    with pytest.raises(RuntimeError, match=r"low\[0\] is on cuda:0 but the first input is on cpu"):
+        ops.upsample_sum(cpu, [], [torch.randn(1, 4, 3, 3, device="cuda")], "nearest", False, True)
+    with pytest.raises(RuntimeError, match=r"xs\[1\] is on cuda:0 but the first input is on cpu"):
+        ops.upsample_concat([cpu, cpu.cuda()], "nearest", False)
+    with pytest.raises(RuntimeError, match="out is on cuda:0 but the first input is on cpu"):
+        ops.upsample_sum_backward(cpu, cpu.cuda(), [3, 3], "nearest", False, True)
+
+
 def test_bad_inputs_raise_clear_errors(target):
     ops, f32 = target.ops, torch.float32
     base = target.randn((1, 4, 6, 6), f32)

@@ -186,6 +186,16 @@ def test_cpu_kernel_weights_over_several_blocks(dtype):
         _check(out, args, "nearest", False, what=str(fmt))
 
 
+@pytest.mark.cuda
+def test_the_cuda_kernel_names_a_map_on_another_device():
+    """base on the CPU, a low map on the GPU: the call reaches the CUDA kernel (dispatch follows the GPU
+    tensor), whose checks name the map (the device guard skips a CPU base)."""
+    base, down, down_w, low, low_w, bias = _inputs("first", torch.float32, "cpu", torch.contiguous_format)
+    low = [low[0].cuda(), *low[1:]]
+    with pytest.raises(RuntimeError, match=r"low\[0\] is on cuda:0 but the first input is on cpu"):
+        OpLibrary("hrnet_fast", "cpp").fusion_branch(base, down, down_w, low, low_w, bias, "nearest", False, True)
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_opcheck_and_no_gradient(target):
     args = _inputs("middle", torch.float32, target.device, torch.contiguous_format)

@@ -1,10 +1,10 @@
 // The torch side of the CUDA fusion_branch kernel: runs on the current stream of the tensors' device,
 // and any launch error becomes a Python exception.
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../fusion_branch_op.h"
+#include "device_guard.h"
 #include "fusion_branch_launch.h"
 #include "upsample_sum_launch.h"
 
@@ -20,7 +20,7 @@ at::Tensor fusion_branch_cuda(const at::Tensor& base, at::TensorList down, at::T
                               at::TensorList low, at::TensorList low_weight, const at::Tensor& bias,
                               std::string_view mode, bool align_corners, bool relu) {
   static const BranchKernel kernel{"cpp (CUDA)", /*supports_float64=*/false, /*any_input_layout=*/false, run};
-  const c10::cuda::CUDAGuard guard(base.device());
+  const auto guard = device_guard(base);
   return fusion_branch(kernel, base, down, down_weight, low, low_weight, bias, mode, align_corners, relu);
 }
 

@@ -1,23 +1,23 @@
 // upsample_concat on CUDA: each slice of the output is an upsample_sum problem (see
 // upsample_sum_binding.cpp and op_frontend.cpp).
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include "cuda_kernels.h"
+#include "device_guard.h"
 
 namespace hrnet_fast::cuda {
 namespace {
 
 at::Tensor upsample_concat_cuda(at::TensorList xs, std::string_view mode, bool align_corners) {
   TORCH_CHECK(!xs.empty(), "hrnet_fast::upsample_concat_cpp: needs at least one tensor");
-  const c10::cuda::CUDAGuard guard(xs[0].device());
+  const auto guard = device_guard(xs[0]);
   return upsample_concat(kernels(), xs, mode, align_corners);
 }
 
 std::vector<at::Tensor> upsample_concat_backward_cuda(const at::Tensor& grad, at::IntArrayRef channels,
                                                       at::IntArrayRef hw, std::string_view mode,
                                                       bool align_corners) {
-  const c10::cuda::CUDAGuard guard(grad.device());
+  const auto guard = device_guard(grad);
   return upsample_concat_backward(kernels(), grad, channels, hw, mode, align_corners);
 }
 

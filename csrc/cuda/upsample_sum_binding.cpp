@@ -1,10 +1,10 @@
 // The torch side of the CUDA kernels: each problem runs on the current stream of the current device
 // (the ops set it to their tensors' device), and any launch error becomes a Python exception.
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "cuda_kernels.h"
+#include "device_guard.h"
 #include "upsample_sum_launch.h"
 
 namespace hrnet_fast::cuda {
@@ -18,14 +18,14 @@ void adjoint(const AdjointProblem& p) { check(launch_adjoint(p, c10::cuda::getCu
 
 at::Tensor upsample_sum_cuda(const at::Tensor& base, at::TensorList same, at::TensorList low,
                              std::string_view mode, bool align_corners, bool relu) {
-  const c10::cuda::CUDAGuard guard(base.device());
+  const auto guard = device_guard(base);
   return upsample_sum(kernels(), base, same, low, mode, align_corners, relu);
 }
 
 std::tuple<at::Tensor, std::vector<at::Tensor>> upsample_sum_backward_cuda(
     const at::Tensor& grad, const at::Tensor& out, at::IntArrayRef low_hw, std::string_view mode,
     bool align_corners, bool relu) {
-  const c10::cuda::CUDAGuard guard(grad.device());
+  const auto guard = device_guard(grad);
   return upsample_sum_backward(kernels(), grad, out, low_hw, mode, align_corners, relu);
 }
 
