@@ -218,6 +218,15 @@ def test_bad_inputs_are_refused_with_the_reason():
         fusion_branch(base, down, down_w[:1], low, low_w, bias)
 
 
+def test_more_maps_than_the_cpp_kernels_take_name_the_reference():
+    """Nine down maps through hrnet_fast.ops: backend cpp refuses them, naming the reference, which runs them."""
+    base, down, down_w, low, low_w, bias = _inputs("middle", torch.float32, "cpu", torch.contiguous_format)
+    args = base, (down * 5)[:9], (down_w * 5)[:9], low, low_w, bias
+    with pytest.raises(RuntimeError, match=r"at most 8 down and 8 low maps, got 9 and 1; use backend='reference'"):
+        fusion_branch(*args, backend="cpp")
+    _check(fusion_branch(*args, backend="reference"), args, "nearest", False)
+
+
 @pytest.mark.parametrize("target", [t for t in TARGETS if t.values[0].name != "triton"])
 def test_the_cpp_op_checks_its_own_inputs(target):
     """Called directly (not through hrnet_fast.ops), the C++ op refuses what its kernels cannot take."""

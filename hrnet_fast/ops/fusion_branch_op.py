@@ -119,8 +119,9 @@ def fusion_branch(
 ) -> Tensor:
     """One fused fusion-step branch (see the module docstring); ``backend`` overrides the global choice.
 
-    Backends without a fused kernel for these inputs run :func:`fusion_branch_reference` (with a
-    debug log line saying why)."""
+    Backends without a fused kernel for base's device and dtype run :func:`fusion_branch_reference`
+    (with a debug log line saying why). The ``cpp`` kernels take at most 8 down and 8 low maps (an
+    HRNet branch has at most 3 of each) and raise beyond that, naming ``backend='reference'``."""
     down, down_weight, low, low_weight = list(down), list(down_weight), list(low), list(low_weight)
     check_mode(mode, align_corners)
     _check(base, down, down_weight, low, low_weight, bias)
