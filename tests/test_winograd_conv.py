@@ -97,6 +97,19 @@ def test_nan_spreads_to_the_tiles_whose_patch_holds_it():
     assert rows.min() >= 4 and rows.max() <= 7 and cols.min() >= 2 and cols.max() <= 5  # tiles (2-3, 1-2)
 
 
+def test_an_infinite_input_gives_nan_where_the_direct_conv_gives_inf():
+    """The transforms subtract (inf - inf = NaN, as the op's docstring says): of the outputs the direct
+    conv makes +-inf, some are NaN here and the others the same inf; every other output stays finite."""
+    x, weight, panel, bias, _ = _inputs((1, 8, 10, 10, 8), torch.float32, residual=False)
+    x[0, 3, 5, 4] = float("inf")
+    out = _op()(x, weight, panel, bias, None, False)
+    direct = winograd_conv_reference(x, weight, panel, bias, None, False)
+    infinite = torch.isinf(direct)
+    nan = torch.isnan(out[infinite])
+    assert nan.any() and (nan | (out[infinite] == direct[infinite])).all()
+    assert torch.isfinite(out[~infinite]).all()
+
+
 def test_opcheck_and_no_gradient():
     args = _inputs((1, 8, 5, 6, 12), torch.float32)
     torch.library.opcheck(_op().default, (*args, True))
