@@ -221,6 +221,7 @@ def test_the_public_ops_compile_with_no_graph_break_and_keep_the_fused_op(device
 def test_the_cuda_kernels_name_an_input_on_another_device():
     """A first input on the CPU and another on the GPU reach the CUDA kernels (dispatch follows the GPU
     tensor), whose checks name the input on the other device (the device guard skips a CPU input)."""
+    assert hrnet_fast.backend_status()["cpp"] is None  # loads the library, which defines the ops
     ops, cpu = registry.OpLibrary("hrnet_fast", "cpp"), torch.randn(1, 4, 6, 6)
     with pytest.raises(RuntimeError, match=r"low\[0\] is on cuda:0 but the first input is on cpu"):
         ops.upsample_sum(cpu, [], [torch.randn(1, 4, 3, 3, device="cuda")], "nearest", False, True)
