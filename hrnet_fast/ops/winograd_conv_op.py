@@ -17,7 +17,7 @@ Per 2x2 output tile, with d the 4x4 input patch under it (zeros outside the map)
 16 multiplies per tile and channel pair where the direct conv does 36 (2.25x fewer), in the
 accumulation type (fp32, fp64 for float64; 16-bit inputs are widened), rounded once. The fp32 error
 is that of the direct conv or less (the transforms add and subtract, U is computed in float64).
-Those differences also mean that an infinite input makes some of the outputs whose 3x3 window holds
+The subtractions also mean that an infinite input makes some of the outputs whose 3x3 window holds
 it NaN (inf - inf) where the direct conv gives +-inf (after ReLU: NaN where it gives 0), and that
 fp32/bf16 inputs above a quarter of the float maximum (~8.5e37) can overflow where the direct conv
 does not; NaN inputs spread as in the direct conv.
