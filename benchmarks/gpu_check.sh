@@ -23,6 +23,9 @@
 #                                          1024x2048 image end to end, official-style eager fp32 beside
 #                                          each backend and optimize() in fp16 (target: optimize >= 4x)
 #
+# A session's 15 device minutes (machine start included) hold about two parts: `kernels`, then
+# `level2` (nothing has run on a GPU yet; both stop early when the CUDA build fails), `models` and
+# `seg` in the next session with a device.
 # Run each through the device tool with timeout_s of about 540. Results land in $OUT (the device
 # tool's output folder; /tmp/hrnet_fast_gpu elsewhere). Afterwards, on this machine:
 #   cp <files_at>/gpu-*.json benchmarks/results/; cp <files_at>/cuda/gpu_cuda.md benchmarks/results/;
