@@ -141,16 +141,20 @@ def check_concat(checks: Checks, dtype, fmt, mode, ac) -> None:
     ops = torch.ops.hrnet_fast
     xs = [randn(s, dtype, fmt) for s in [(2, 48, 96, 72), (2, 96, 48, 36), (2, 5, 24, 18), (2, 384, 12, 9)]]
     label = f"upsample_concat {describe(dtype, fmt, mode, ac)}"
+    # align_corners: F.interpolate's source positions d * (in - 1) / (out - 1), computed in the data's
+    # precision as the kernels do, put even the float32 reference ~1.5e-5 from float64 at these sizes
+    # (the CPU kernel's error equals it), beyond the 2e-6 tolerance: judged against its own error.
+    rule = {"twice_reference": True} if ac else {}
     out = ops.upsample_concat_cpp(xs, mode, ac)
     ref = concat_mod.upsample_concat_reference(xs, mode, ac)
-    checks.compare(label, out, ref, concat_mod.upsample_concat_reference(_f64(xs), mode, ac))
+    checks.compare(label, out, ref, concat_mod.upsample_concat_reference(_f64(xs), mode, ac), **rule)
     grad = torch.randn_like(out)
     channels, hw = [x.shape[1] for x in xs], [s for x in xs for s in x.shape[-2:]]
     got = ops.upsample_concat_backward_cpp(grad, channels, hw, mode, ac)
     want = concat_mod.upsample_concat_backward_reference(grad, channels, hw, mode, ac)
     exact = concat_mod.upsample_concat_backward_reference(grad.double(), channels, hw, mode, ac)
     for k, triple in enumerate(zip(got, want, exact, strict=True)):
-        checks.compare(f"{label} backward[{k}]", *triple)
+        checks.compare(f"{label} backward[{k}]", *triple, **rule)
 
 
 def check_autograd(checks: Checks) -> None:

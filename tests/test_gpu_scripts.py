@@ -22,3 +22,13 @@ def test_gpu_level2_checks_and_times_the_cpp_level2_step_on_the_cpu(tmp_path, mo
     (row,) = results["timings"]
     assert row["cpp_ms"] > 0 and row["eager_ms"] > 0
     assert "cpp ms" in (tmp_path / "gpu_level2.md").read_text()
+
+
+def test_gpu_cuda_checks_the_cpp_level1_kernels_on_the_cpu(tmp_path, monkeypatch):
+    """Its correctness checks (every op, dtype, layout and mode at its GPU shapes) on the CPU kernels;
+    a rule too strict for what the reference itself gets right fails here before a GPU session."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import gpu_cuda
+
+    monkeypatch.setattr(gpu_cuda, "DEVICE", gpu_cuda.DEVICE)  # main() sets it; restored afterwards
+    assert gpu_cuda.main([str(tmp_path), "--device", "cpu"]) == 0
