@@ -4,6 +4,9 @@ find their bugs first."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -32,3 +35,12 @@ def test_gpu_cuda_checks_the_cpp_level1_kernels_on_the_cpu(tmp_path, monkeypatch
 
     monkeypatch.setattr(gpu_cuda, "DEVICE", gpu_cuda.DEVICE)  # main() sets it; restored afterwards
     assert gpu_cuda.main([str(tmp_path), "--device", "cpu"]) == 0
+
+
+def test_gpu_triton_smoke_run_checks_and_times_every_path_on_the_cpu(tmp_path):
+    """``--smoke``: the target case at an eighth of its size, under Triton's interpreter."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    command = [sys.executable, str(BENCHMARKS / "gpu_triton.py"), str(tmp_path), "--smoke"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "all results correct: yes" in result.stdout
