@@ -20,7 +20,7 @@ def _kernels_of_a_checkout() -> None:
     from pathlib import Path
 
     name, folder = f"{__name__}.kernels", Path(__file__).resolve().parent.parent / "kernels"
-    if importlib.util.find_spec(name) is not None or not (folder / "__init__.py").is_file():
+    if not (folder / "__init__.py").is_file() or importlib.util.find_spec(name) is not None:
         return
     spec = importlib.util.spec_from_file_location(
         name, folder / "__init__.py", submodule_search_locations=[str(folder)]
