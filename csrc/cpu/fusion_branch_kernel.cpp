@@ -228,7 +228,7 @@ void add_down_convs(const Branch<T>& b, const Task& task, Scratch<T>& s) {
           for (int i = first; i < last; ++i) s.segments[i].rows = rows_of(tile - g0, i);
           A* c = s.acc_data + tile * kTileP * width + j - task.j0;
           if (first == 0) {  // the first block writes the tile (no zeroing)
-            tile_gemm<false>(s.segments.data(), last, c, width);
+            tile_gemm<false>(s.segments.data() + first, last - first, c, width);
           } else {
             tile_gemm(s.segments.data() + first, last - first, c, width);
           }
